@@ -58,9 +58,9 @@ type UploadServiceClient interface {
 	// ends and the response describes the stored object; without it the
 	// chunks are committed and the upload stays open (to be finished by
 	// another stream or by CompleteUpload).
-	// Errors: INVALID_ARGUMENT for a malformed message or a chunk breaking the
-	// rules above; DATA_LOSS for a chunk whose CRC32C does not match its data;
-	// NOT_FOUND for an unknown or expired upload ID; FAILED_PRECONDITION when
+	// Errors: INVALID_ARGUMENT for a malformed message, a chunk breaking the
+	// rules above, or a chunk whose CRC32C does not match its data (nothing is
+	// stored: send it again); NOT_FOUND for an unknown or expired upload ID; FAILED_PRECONDITION when
 	// completion finds chunks missing or the whole-object checksum differs;
 	// ALREADY_EXISTS when if_none_match is set and the key exists;
 	// UNAVAILABLE when the object store cannot be reached (retry).
@@ -75,7 +75,10 @@ type UploadServiceClient interface {
 	GetUpload(context.Context, *connect.Request[v1.GetUploadRequest]) (*connect.Response[v1.GetUploadResponse], error)
 	// CompleteUpload verifies that every chunk is committed and that the
 	// whole-object CRC32C matches, then makes the object visible under its
-	// key. Completing an already completed upload returns the same object.
+	// key and forgets the upload: afterwards its ID is NOT_FOUND.
+	// Errors: FAILED_PRECONDITION when chunks are missing or the whole-object
+	// CRC32C differs (the upload stays open); ALREADY_EXISTS for if_none_match
+	// (the upload is aborted); ABORTED when a concurrent write to the key won.
 	CompleteUpload(context.Context, *connect.Request[v1.CompleteUploadRequest]) (*connect.Response[v1.CompleteUploadResponse], error)
 	// AbortUpload discards an upload and its committed chunks. Aborting an
 	// unknown upload ID returns NOT_FOUND.
@@ -184,9 +187,9 @@ type UploadServiceHandler interface {
 	// ends and the response describes the stored object; without it the
 	// chunks are committed and the upload stays open (to be finished by
 	// another stream or by CompleteUpload).
-	// Errors: INVALID_ARGUMENT for a malformed message or a chunk breaking the
-	// rules above; DATA_LOSS for a chunk whose CRC32C does not match its data;
-	// NOT_FOUND for an unknown or expired upload ID; FAILED_PRECONDITION when
+	// Errors: INVALID_ARGUMENT for a malformed message, a chunk breaking the
+	// rules above, or a chunk whose CRC32C does not match its data (nothing is
+	// stored: send it again); NOT_FOUND for an unknown or expired upload ID; FAILED_PRECONDITION when
 	// completion finds chunks missing or the whole-object checksum differs;
 	// ALREADY_EXISTS when if_none_match is set and the key exists;
 	// UNAVAILABLE when the object store cannot be reached (retry).
@@ -201,7 +204,10 @@ type UploadServiceHandler interface {
 	GetUpload(context.Context, *connect.Request[v1.GetUploadRequest]) (*connect.Response[v1.GetUploadResponse], error)
 	// CompleteUpload verifies that every chunk is committed and that the
 	// whole-object CRC32C matches, then makes the object visible under its
-	// key. Completing an already completed upload returns the same object.
+	// key and forgets the upload: afterwards its ID is NOT_FOUND.
+	// Errors: FAILED_PRECONDITION when chunks are missing or the whole-object
+	// CRC32C differs (the upload stays open); ALREADY_EXISTS for if_none_match
+	// (the upload is aborted); ABORTED when a concurrent write to the key won.
 	CompleteUpload(context.Context, *connect.Request[v1.CompleteUploadRequest]) (*connect.Response[v1.CompleteUploadResponse], error)
 	// AbortUpload discards an upload and its committed chunks. Aborting an
 	// unknown upload ID returns NOT_FOUND.

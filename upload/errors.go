@@ -1,0 +1,102 @@
+package upload
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"connectrpc.com/connect"
+
+	"github.com/ferryhq/ferry/store"
+)
+
+// Domain errors returned by [Service] methods, besides the store's
+// sentinels. They are wrapped with a message safe to show a client.
+var (
+	// ErrInvalidArgument: the request breaks a rule (bad key, chunk of the
+	// wrong size, index out of range, missing field...).
+	ErrInvalidArgument = errors.New("invalid argument")
+	// ErrIncomplete: completion found chunks missing or the whole-object
+	// checksum differs from the client's.
+	ErrIncomplete = errors.New("upload incomplete")
+	// ErrAlreadyExists: the upload asked for if_none_match and an object
+	// already exists under its key.
+	ErrAlreadyExists = errors.New("object already exists")
+)
+
+// clientError is an error whose message is safe to send to a client. Kind is
+// one of the sentinels of this package or of package store.
+type clientError struct {
+	kind error
+	msg  string
+}
+
+func (e *clientError) Error() string { return e.msg }
+func (e *clientError) Unwrap() error { return e.kind }
+
+// errorf returns an error of the given kind with a client-safe message.
+func errorf(kind error, format string, args ...any) error {
+	return &clientError{kind: kind, msg: fmt.Sprintf(format, args...)}
+}
+
+// ConnectError maps an error from this package, package download or package
+// store to a *connect.Error with the matching code. Messages written for
+// clients (by this package and by [store.ValidateKey]) are kept; any other
+// error's text (which may name buckets or hosts) is replaced by a generic
+// message for its code. A nil error gives nil, and a *connect.Error is
+// returned as it is.
+//
+//	ErrInvalidArgument, store.ErrInvalidKey, store.ErrChecksumMismatch → InvalidArgument
+//	store.ErrNotFound, store.ErrUploadNotFound                         → NotFound
+//	ErrIncomplete, store.ErrInvalidPart, store.ErrPreconditionFailed   → FailedPrecondition
+//	ErrAlreadyExists                                                   → AlreadyExists
+//	store.ErrInvalidRange                                              → OutOfRange
+//	store.ErrConflict                                                  → Aborted
+//	store.ErrUnavailable                                               → Unavailable
+//	context.Canceled, context.DeadlineExceeded                         → Canceled, DeadlineExceeded
+//	anything else                                                      → Internal
+func ConnectError(err error) error {
+	if err == nil {
+		return nil
+	}
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		return ce
+	}
+	code, generic := classify(err)
+	var safe *clientError
+	if errors.As(err, &safe) || errors.Is(err, store.ErrInvalidKey) {
+		return connect.NewError(code, errors.New(err.Error()))
+	}
+	return connect.NewError(code, errors.New(generic))
+}
+
+func classify(err error) (connect.Code, string) {
+	switch {
+	case errors.Is(err, ErrInvalidArgument), errors.Is(err, store.ErrInvalidKey):
+		return connect.CodeInvalidArgument, "invalid argument"
+	case errors.Is(err, store.ErrChecksumMismatch):
+		return connect.CodeInvalidArgument, "crc32c does not match the data; nothing was stored"
+	case errors.Is(err, store.ErrNotFound):
+		return connect.CodeNotFound, "object not found"
+	case errors.Is(err, store.ErrUploadNotFound):
+		return connect.CodeNotFound, "upload not found: it never existed, expired, was aborted or completed"
+	case errors.Is(err, ErrIncomplete), errors.Is(err, store.ErrInvalidPart):
+		return connect.CodeFailedPrecondition, "upload incomplete"
+	case errors.Is(err, store.ErrPreconditionFailed):
+		return connect.CodeFailedPrecondition, "precondition failed: the object changed"
+	case errors.Is(err, ErrAlreadyExists):
+		return connect.CodeAlreadyExists, "an object already exists under the key"
+	case errors.Is(err, store.ErrInvalidRange):
+		return connect.CodeOutOfRange, "offset is past the end of the object"
+	case errors.Is(err, store.ErrConflict):
+		return connect.CodeAborted, "a concurrent request on the same key won; retry"
+	case errors.Is(err, store.ErrUnavailable):
+		return connect.CodeUnavailable, "object store unavailable; retry"
+	case errors.Is(err, context.Canceled):
+		return connect.CodeCanceled, "canceled"
+	case errors.Is(err, context.DeadlineExceeded):
+		return connect.CodeDeadlineExceeded, "deadline exceeded"
+	}
+	return connect.CodeInternal, "internal error"
+}

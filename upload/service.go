@@ -1,0 +1,341 @@
+package upload
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"golang.org/x/sync/singleflight"
+
+	ferryv1 "github.com/ferryhq/ferry/proto/ferry/v1"
+	"github.com/ferryhq/ferry/store"
+)
+
+// Config configures a [Service].
+type Config struct {
+	// Store holds the uploads and the objects. Required.
+	Store store.Store
+	// ChunkSize is the chunk size, in bytes, given to uploads whose client
+	// asks for none. Default [DefaultChunkSize] (8 MiB).
+	ChunkSize int64
+	// MaxChunkSize is the largest chunk size, in bytes, an upload may have.
+	// A chunk is held in server memory while it is stored, so this bounds
+	// memory per stream. Default [DefaultMaxChunkSize] (64 MiB); at most
+	// store.MaxPartSize.
+	MaxChunkSize int64
+	// TTL is how long an upload may stay idle (no chunk committed) before
+	// [Service.Sweep] aborts it. Default 24 hours.
+	TTL time.Duration
+	// Logger receives the service's logs. Default slog.Default().
+	Logger *slog.Logger
+	// Now returns the current time. Default time.Now; tests set it.
+	Now func() time.Time
+}
+
+// Service implements ferry's upload rules on a [store.Store] and serves them
+// as [ferryv1connect.UploadServiceHandler]. It keeps no state of its own
+// beyond a cache of immutable manifests: several Services on several
+// machines may share one store.
+type Service struct {
+	store        store.Store
+	chunkSize    int64
+	maxChunkSize int64
+	ttl          time.Duration
+	log          *slog.Logger
+	now          func() time.Time
+
+	manifests manifestCache
+	loads     singleflight.Group
+}
+
+// NewService returns a Service for cfg, with defaults filled in. It fails
+// when cfg.Store is nil or the sizes are out of S3's bounds.
+func NewService(cfg Config) (*Service, error) {
+	s := &Service{
+		store:        cfg.Store,
+		chunkSize:    cfg.ChunkSize,
+		maxChunkSize: cfg.MaxChunkSize,
+		ttl:          cfg.TTL,
+		log:          cfg.Logger,
+		now:          cfg.Now,
+	}
+	if s.store == nil {
+		return nil, errors.New("upload: Config.Store is nil")
+	}
+	if s.chunkSize == 0 {
+		s.chunkSize = DefaultChunkSize
+	}
+	if s.maxChunkSize == 0 {
+		s.maxChunkSize = max(DefaultMaxChunkSize, s.chunkSize)
+	}
+	if s.ttl == 0 {
+		s.ttl = 24 * time.Hour
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	switch {
+	case s.chunkSize < store.MinPartSize:
+		return nil, fmt.Errorf("upload: chunk size %d is under S3's minimum part size of %d bytes", s.chunkSize, store.MinPartSize)
+	case s.maxChunkSize < s.chunkSize || s.maxChunkSize > store.MaxPartSize:
+		return nil, fmt.Errorf("upload: max chunk size %d must be between the chunk size %d and S3's maximum part size of %d bytes", s.maxChunkSize, s.chunkSize, int64(store.MaxPartSize))
+	case s.ttl < 0:
+		return nil, fmt.Errorf("upload: TTL %v is negative", s.ttl)
+	}
+	return s, nil
+}
+
+// MaxChunkSize returns the largest chunk, in bytes, the service accepts.
+// Servers set their RPC read limit a little above it.
+func (s *Service) MaxChunkSize() int64 { return s.maxChunkSize }
+
+// create validates spec and starts an upload: the store's multipart upload
+// first, then the manifest that names it. If the manifest cannot be written
+// the multipart upload is aborted, so nothing leaks.
+func (s *Service) create(ctx context.Context, spec *ferryv1.UploadSpec) (*manifest, error) {
+	if spec == nil {
+		return nil, errorf(ErrInvalidArgument, "upload spec is missing")
+	}
+	if err := store.ValidateKey(spec.GetKey()); err != nil {
+		return nil, err
+	}
+	size := int64(-1)
+	if spec.Size != nil {
+		size = spec.GetSize()
+		if size < 0 {
+			return nil, errorf(ErrInvalidArgument, "size must not be negative, got %d", size)
+		}
+	}
+	chunk, err := chooseChunkSize(size, spec.GetChunkSize(), s.chunkSize, s.maxChunkSize)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkContentType(spec.GetContentType()); err != nil {
+		return nil, err
+	}
+	if err := checkMetadata(spec.GetMetadata()); err != nil {
+		return nil, err
+	}
+	storeID, err := s.store.CreateMultipartUpload(ctx, spec.GetKey(), store.CreateOptions{
+		ContentType: spec.GetContentType(),
+		Metadata:    spec.GetMetadata(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	m := &manifest{
+		Version:       1,
+		UploadID:      uuid.NewString(),
+		Key:           spec.GetKey(),
+		StoreUploadID: storeID,
+		Size:          size,
+		ChunkSize:     chunk,
+		ContentType:   spec.GetContentType(),
+		Metadata:      spec.GetMetadata(),
+		CRC32C:        spec.Crc32C,
+		IfNoneMatch:   spec.GetIfNoneMatch(),
+		CreatedAt:     s.now().UTC(),
+	}
+	if err := s.saveManifest(ctx, m); err != nil {
+		if aerr := s.store.AbortMultipartUpload(context.WithoutCancel(ctx), m.Key, storeID); aerr != nil {
+			s.log.WarnContext(ctx, "abort after failed manifest write", "key", m.Key, "err", aerr)
+		}
+		return nil, err
+	}
+	s.log.DebugContext(ctx, "upload created", "upload_id", m.UploadID, "key", m.Key, "size", size, "chunk_size", chunk)
+	return m, nil
+}
+
+// putChunk checks chunk c against the rules of upload m and commits it. The
+// store verifies the CRC32C while it streams the part, and stores nothing
+// when it differs.
+func (s *Service) putChunk(ctx context.Context, m *manifest, c *ferryv1.Chunk) (store.Part, error) {
+	if c == nil {
+		return store.Part{}, errorf(ErrInvalidArgument, "chunk is missing")
+	}
+	n := int64(len(c.GetData()))
+	if err := m.geometry().checkChunk(c.GetIndex(), n); err != nil {
+		return store.Part{}, err
+	}
+	if c.Crc32C == nil {
+		return store.Part{}, errorf(ErrInvalidArgument, "chunk %d has no crc32c; it is required", c.GetIndex())
+	}
+	part, err := s.store.UploadPart(ctx, m.Key, m.StoreUploadID, int(c.GetIndex())+1, bytes.NewReader(c.GetData()), n, c.GetCrc32C())
+	switch {
+	case errors.Is(err, store.ErrChecksumMismatch):
+		return store.Part{}, errorf(store.ErrChecksumMismatch, "chunk %d: crc32c %08x does not match its %d bytes; nothing was stored, send it again", c.GetIndex(), c.GetCrc32C(), n)
+	case errors.Is(err, store.ErrUploadNotFound):
+		return store.Part{}, uploadNotFound(m.UploadID)
+	}
+	return part, err
+}
+
+// listChunks returns up to max committed parts of upload m after part
+// number marker, and the marker of the next page (0 at the end).
+func (s *Service) listChunks(ctx context.Context, m *manifest, marker, max int) ([]store.Part, int, error) {
+	var parts []store.Part
+	for len(parts) < max {
+		res, err := s.store.ListParts(ctx, m.Key, m.StoreUploadID, marker, min(max-len(parts), 1000))
+		if errors.Is(err, store.ErrUploadNotFound) {
+			return nil, 0, uploadNotFound(m.UploadID)
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+		parts = append(parts, res.Parts...)
+		if !res.IsTruncated {
+			return parts, 0, nil
+		}
+		marker = res.NextPartNumberMarker
+	}
+	return parts, marker, nil
+}
+
+// complete verifies upload m and makes its object visible. size and crc are
+// what the client gives at completion (nil: not given).
+func (s *Service) complete(ctx context.Context, m *manifest, size *int64, crc *uint32) (store.ObjectInfo, int64, error) {
+	total := m.Size
+	switch {
+	case size != nil && *size < 0:
+		return store.ObjectInfo{}, 0, errorf(ErrInvalidArgument, "size must not be negative, got %d", *size)
+	case size != nil && total >= 0 && *size != total:
+		return store.ObjectInfo{}, 0, errorf(ErrInvalidArgument, "size %d differs from the %d bytes given when the upload was created", *size, total)
+	case size != nil:
+		total = *size
+	case total < 0:
+		return store.ObjectInfo{}, 0, errorf(ErrInvalidArgument, "size is required: the upload was created without one")
+	}
+	count := chunkCount(total, m.ChunkSize)
+	if count > store.MaxParts {
+		return store.ObjectInfo{}, 0, errorf(ErrInvalidArgument, "%d bytes in chunks of %d bytes is %d chunks; S3 allows at most %d parts", total, m.ChunkSize, count, store.MaxParts)
+	}
+	want := m.CRC32C
+	if crc != nil {
+		if want != nil && *want != *crc {
+			return store.ObjectInfo{}, 0, errorf(ErrInvalidArgument, "crc32c %08x differs from the %08x given when the upload was created", *crc, *want)
+		}
+		want = crc
+	}
+
+	parts, _, err := s.listChunks(ctx, m, 0, store.MaxParts)
+	if errors.Is(err, store.ErrUploadNotFound) {
+		return s.completedBefore(ctx, m.UploadID, total, want)
+	}
+	if err != nil {
+		return store.ObjectInfo{}, 0, err
+	}
+	var objectCRC uint32
+	var missing []int64
+	next := int64(0) // next chunk index expected
+	for _, p := range parts {
+		i := int64(p.Number - 1)
+		if i >= count {
+			return store.ObjectInfo{}, 0, errorf(ErrIncomplete, "chunk %d is past the end of an object of %d bytes (%d chunks); abort the upload", i, total, count)
+		}
+		for ; next < i; next++ {
+			missing = append(missing, next)
+		}
+		next = i + 1
+		if wantLen := chunkLen(i, total, m.ChunkSize); p.Size != wantLen {
+			return store.ObjectInfo{}, 0, errorf(ErrIncomplete, "chunk %d is %d bytes, but an object of %d bytes needs %d; send it again", i, p.Size, total, wantLen)
+		}
+		objectCRC = store.CombineCRC32C(objectCRC, p.CRC32C, p.Size)
+	}
+	for ; next < count; next++ {
+		missing = append(missing, next)
+	}
+	if len(missing) > 0 {
+		return store.ObjectInfo{}, 0, errorf(ErrIncomplete, "%d of %d chunks are missing: %s", len(missing), count, formatIndexes(missing))
+	}
+	if want != nil && *want != objectCRC {
+		return store.ObjectInfo{}, 0, errorf(ErrIncomplete, "whole-object crc32c mismatch: the stored chunks give %08x, the client expects %08x; the upload stays open", objectCRC, *want)
+	}
+
+	info, err := s.store.CompleteMultipartUpload(ctx, m.Key, m.StoreUploadID, parts, store.CompleteOptions{
+		CRC32C:      objectCRC,
+		IfNoneMatch: m.IfNoneMatch,
+	})
+	switch {
+	case errors.Is(err, store.ErrPreconditionFailed) && m.IfNoneMatch:
+		if aerr := s.abort(context.WithoutCancel(ctx), m); aerr != nil {
+			s.log.WarnContext(ctx, "abort after if_none_match failure", "upload_id", m.UploadID, "err", aerr)
+		}
+		return store.ObjectInfo{}, 0, errorf(ErrAlreadyExists, "an object already exists under %q and the upload asked for if_none_match; the upload was aborted", m.Key)
+	case errors.Is(err, store.ErrInvalidPart):
+		return store.ObjectInfo{}, 0, errorf(store.ErrConflict, "a chunk of upload %s changed during completion; retry", m.UploadID)
+	case errors.Is(err, store.ErrUploadNotFound):
+		return s.completedBefore(ctx, m.UploadID, total, &objectCRC)
+	case err != nil:
+		return store.ObjectInfo{}, 0, err
+	}
+	if err := s.deleteManifest(context.WithoutCancel(ctx), m.UploadID); err != nil {
+		// The sweeper removes manifests whose multipart upload is gone.
+		s.log.WarnContext(ctx, "delete manifest after completion", "upload_id", m.UploadID, "err", err)
+	}
+	info.HasCRC32C, info.CRC32C = true, objectCRC
+	s.log.DebugContext(ctx, "upload completed", "upload_id", m.UploadID, "key", m.Key, "size", info.Size, "chunks", count)
+	return info, count, nil
+}
+
+// completedBefore handles a completion whose multipart upload is gone: a
+// retried completion after a crash or lost response between completing and
+// removing the manifest. The object counts as this upload's only when the
+// manifest still exists and the object has the size and whole-object CRC32C
+// the upload was to have; otherwise the upload is not found.
+func (s *Service) completedBefore(ctx context.Context, id string, size int64, crc *uint32) (store.ObjectInfo, int64, error) {
+	s.manifests.remove(id)
+	m, err := s.readManifest(ctx, id)
+	if err != nil {
+		return store.ObjectInfo{}, 0, err
+	}
+	if crc != nil {
+		info, err := s.store.StatObject(ctx, m.Key)
+		if err == nil && info.Size == size && info.HasCRC32C && info.CRC32C == *crc && !info.LastModified.Before(m.CreatedAt.Add(-time.Minute)) {
+			_ = s.deleteManifest(ctx, id)
+			return info, chunkCount(size, m.ChunkSize), nil
+		}
+	}
+	return store.ObjectInfo{}, 0, uploadNotFound(id)
+}
+
+// abort discards upload m: its multipart upload, then its manifest.
+func (s *Service) abort(ctx context.Context, m *manifest) error {
+	err := s.store.AbortMultipartUpload(ctx, m.Key, m.StoreUploadID)
+	if err != nil && !errors.Is(err, store.ErrUploadNotFound) {
+		return err
+	}
+	return s.deleteManifest(ctx, m.UploadID)
+}
+
+// formatIndexes writes sorted indexes as ranges ("0, 3-7, 9"), at most ten.
+func formatIndexes(idx []int64) string {
+	var b strings.Builder
+	for i, ranges := 0, 0; i < len(idx); ranges++ {
+		if ranges == 10 {
+			b.WriteString(", ...")
+			break
+		}
+		j := i
+		for j+1 < len(idx) && idx[j+1] == idx[j]+1 {
+			j++
+		}
+		if b.Len() > 0 {
+			b.WriteString(", ")
+		}
+		if j > i {
+			fmt.Fprintf(&b, "%d-%d", idx[i], idx[j])
+		} else {
+			fmt.Fprintf(&b, "%d", idx[i])
+		}
+		i = j + 1
+	}
+	return b.String()
+}
