@@ -36,7 +36,17 @@ func chunkCount(size, chunkSize int64) int64 {
 	if size <= 0 {
 		return 1
 	}
-	return (size + chunkSize - 1) / chunkSize
+	return ceilDiv(size, chunkSize)
+}
+
+// ceilDiv returns a/b rounded up, for a >= 0 and b > 0, without the overflow
+// of (a+b-1)/b when a is near the largest int64.
+func ceilDiv(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 {
+		q++
+	}
+	return q
 }
 
 // chunkLen returns the length in bytes of chunk index of an object of size bytes.
@@ -57,9 +67,8 @@ func chooseChunkSize(size, requested, defaultChunk, maxChunk int64) (int64, erro
 		chunk = defaultChunk
 		if size > 0 {
 			// Grow in whole MiB until the object fits in MaxParts chunks.
-			need := (size + store.MaxParts - 1) / store.MaxParts
-			if need > chunk {
-				chunk = (need + 1<<20 - 1) &^ (1<<20 - 1)
+			if need := ceilDiv(size, store.MaxParts); need > chunk {
+				chunk = ceilDiv(need, 1<<20) << 20 // whole MiB
 			}
 		}
 	}
