@@ -99,11 +99,8 @@ func download(ctx context.Context, c ferryv1connect.DownloadServiceClient, req *
 func TestDownloadRanges(t *testing.T) {
 	t.Parallel()
 	env := newDLEnv(t)
-	rng := rand.New(rand.NewPCG(1, 1))
 	data := make([]byte, 3*MaxDataMessage+17)
-	for i := range data {
-		data[i] = byte(rng.Uint32())
-	}
+	_, _ = rand.NewChaCha8([32]byte{1}).Read(data)
 	info := env.put(t, "obj", data)
 	env.put(t, "empty", nil)
 	n := int64(len(data))

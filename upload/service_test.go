@@ -86,11 +86,10 @@ func newSvcEnv(t *testing.T, st store.Store) *svcEnv {
 }
 
 func svcData(seed uint64, n int) []byte {
-	rng := rand.New(rand.NewPCG(seed, seed))
+	var s [32]byte
+	s[0], s[1] = byte(seed), byte(seed>>8)
 	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(rng.Uint32())
-	}
+	_, _ = rand.NewChaCha8(s).Read(b)
 	return b
 }
 
@@ -396,7 +395,7 @@ func TestSweep(t *testing.T) {
 	ctx := context.Background()
 	client := env.clients["connect"]
 	create := func(key string) string {
-		cr, err := client.CreateUpload(ctx, connect.NewRequest(&ferryv1.CreateUploadRequest{Spec: &ferryv1.UploadSpec{Key: key, Size: ptr(int64(2 * 5 * mib))}}))
+		cr, err := client.CreateUpload(ctx, connect.NewRequest(&ferryv1.CreateUploadRequest{Spec: &ferryv1.UploadSpec{Key: key, Size: ptr(int64(2 * 5 * mib)), ChunkSize: 5 * mib}}))
 		if err != nil {
 			t.Fatal(err)
 		}
