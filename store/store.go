@@ -84,7 +84,8 @@ type ObjectInfo struct {
 	// Size is the object's length in bytes.
 	Size int64
 	// ETag names this version of the object, without quotes. It changes
-	// whenever the object is written.
+	// whenever the object's bytes change (S3 may keep it when the same bytes
+	// are written again in the same parts).
 	ETag string
 	// ContentType is the MIME type stored with the object.
 	ContentType string
@@ -126,7 +127,9 @@ type CreateOptions struct {
 // CompleteOptions control [Store.CompleteMultipartUpload].
 type CompleteOptions struct {
 	// CRC32C is the full-object CRC32C of the parts, in order; the store
-	// records it with the object (see [CombineCRC32C]).
+	// records it with the object (see [CombineCRC32C]). A store that can
+	// check it against the parts does, and fails with [ErrChecksumMismatch]
+	// when it differs.
 	CRC32C uint32
 	// IfNoneMatch makes completion fail with [ErrPreconditionFailed] when an
 	// object with the key already exists (S3 If-None-Match: *). The check

@@ -30,7 +30,7 @@ type Object struct {
 	// Size of the object in bytes.
 	Size int64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
 	// Entity tag of this version of the object, without quotes. It changes
-	// whenever the object is written; Download's if_match compares it.
+	// whenever the object's bytes change; Download's if_match compares it.
 	Etag string `protobuf:"bytes,3,opt,name=etag,proto3" json:"etag,omitempty"`
 	// MIME type given when the object was uploaded.
 	ContentType string `protobuf:"bytes,4,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
