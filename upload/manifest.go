@@ -103,7 +103,10 @@ func (s *Service) saveManifest(ctx context.Context, m *manifest) error {
 		return err
 	}
 	if _, err := s.store.PutObject(ctx, manifestKey(m.UploadID), bytes.NewReader(b), int64(len(b)),
-		store.PutOptions{ContentType: "application/json", IfNoneMatch: true}); err != nil {
+		// Not IfNoneMatch: the key holds a fresh random UUID, and a
+		// conditional put that the S3 client retries after a lost answer
+		// would fail although it succeeded.
+		store.PutOptions{ContentType: "application/json"}); err != nil {
 		return err
 	}
 	s.manifests.put(m)
