@@ -1,0 +1,324 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"time"
+
+	"connectrpc.com/connect"
+	connectcors "connectrpc.com/cors"
+	"connectrpc.com/grpchealth"
+	"connectrpc.com/grpcreflect"
+	"github.com/dustin/go-humanize"
+	"github.com/rs/cors"
+	"github.com/spf13/cobra"
+
+	"github.com/ferryhq/ferry/download"
+	"github.com/ferryhq/ferry/proto/ferry/v1/ferryv1connect"
+	"github.com/ferryhq/ferry/store"
+	"github.com/ferryhq/ferry/store/diskstore"
+	"github.com/ferryhq/ferry/store/s3store"
+	"github.com/ferryhq/ferry/upload"
+)
+
+// serveConfig is what `ferry serve` runs with.
+type serveConfig struct {
+	addr            string
+	dataDir         string
+	s3              s3store.Config
+	chunkSize       int64
+	maxChunkSize    int64
+	uploadTTL       time.Duration
+	corsOrigins     []string
+	logLevel        slog.Level
+	shutdownTimeout time.Duration
+}
+
+// HTTP server limits. Streams carry whole files, so there is no timeout on
+// a request or response as a whole; a stalled peer is cut off by the
+// transport's idle timeout and the client's own deadline.
+const (
+	readHeaderTimeout = 10 * time.Second
+	idleTimeout       = 2 * time.Minute
+	maxHeaderBytes    = 64 << 10
+	// sendMaxBytes bounds every message the server sends: download data
+	// messages are at most 1 MiB.
+	sendMaxBytes = 2 << 20
+)
+
+// serveFunc runs a server with its configuration: [serve], or a stand-in
+// in tests of the command line.
+type serveFunc func(ctx context.Context, cfg serveConfig, log *slog.Logger) error
+
+func newServeCommand(stdio stdio, lookupEnv lookupEnvFunc, start serveFunc) *cobra.Command {
+	var (
+		cfg                     serveConfig
+		chunkSize, maxChunkSize string
+		logLevel                string
+	)
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve the upload, download and object services",
+		Long: `Serve UploadService, DownloadService and ObjectService over Connect, gRPC
+and gRPC-Web on one port (HTTP/1.1 and h2c), with gRPC health checks and
+reflection.
+
+Objects are kept in a local directory (--data) unless an S3 bucket is
+given with --s3-endpoint and --s3-bucket or the FERRY_S3_* environment
+variables (FERRY_S3_ENDPOINT, FERRY_S3_BUCKET, FERRY_S3_ACCESS_KEY,
+FERRY_S3_SECRET_KEY, FERRY_S3_REGION, FERRY_S3_INSECURE,
+FERRY_S3_CREATE_BUCKET). Flags win over the environment.`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := cfg.resolve(cmd, lookupEnv, chunkSize, maxChunkSize, logLevel); err != nil {
+				return err
+			}
+			log := slog.New(slog.NewTextHandler(stdio.err, &slog.HandlerOptions{Level: cfg.logLevel}))
+			return start(cmd.Context(), cfg, log)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.addr, "addr", "127.0.0.1:8080", "`host:port` to listen on (port 0 picks a free port)")
+	f.StringVar(&cfg.dataDir, "data", "", "`directory` of the local store (default: ferry under the user's data directory, e.g. ~/.local/share/ferry)")
+	f.StringVar(&cfg.s3.Endpoint, "s3-endpoint", "", "S3 endpoint, host:port or URL (env FERRY_S3_ENDPOINT)")
+	f.StringVar(&cfg.s3.Bucket, "s3-bucket", "", "S3 bucket (env FERRY_S3_BUCKET)")
+	f.StringVar(&cfg.s3.AccessKey, "s3-access-key", "", "S3 access key (env FERRY_S3_ACCESS_KEY)")
+	f.StringVar(&cfg.s3.SecretKey, "s3-secret-key", "", "S3 secret key (env FERRY_S3_SECRET_KEY)")
+	f.StringVar(&cfg.s3.Region, "s3-region", "", "S3 region (env FERRY_S3_REGION)")
+	f.BoolVar(&cfg.s3.Insecure, "s3-insecure", false, "use plain HTTP for an S3 endpoint without a scheme (env FERRY_S3_INSECURE)")
+	f.BoolVar(&cfg.s3.CreateBucket, "s3-create-bucket", false, "create the S3 bucket if it does not exist (env FERRY_S3_CREATE_BUCKET)")
+	f.StringVar(&chunkSize, "chunk-size", "8MiB", "chunk `size` of uploads whose client asks for none (at least 5MiB)")
+	f.StringVar(&maxChunkSize, "max-chunk-size", "64MiB", "largest chunk `size` accepted; bounds server memory per stream")
+	f.DurationVar(&cfg.uploadTTL, "upload-ttl", 24*time.Hour, "abort uploads idle for this `duration`")
+	f.StringArrayVar(&cfg.corsOrigins, "cors-origin", nil, "allow browser requests from this `origin` (repeatable; * for any)")
+	f.StringVar(&logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+	f.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGINT or SIGTERM, wait this `duration` for requests in progress")
+	return cmd
+}
+
+// resolve completes cfg from the flags' text and the environment.
+func (cfg *serveConfig) resolve(cmd *cobra.Command, lookupEnv lookupEnvFunc, chunkSize, maxChunkSize, logLevel string) error {
+	var err error
+	if cfg.chunkSize, err = parseSize("--chunk-size", chunkSize); err != nil {
+		return err
+	}
+	if cfg.maxChunkSize, err = parseSize("--max-chunk-size", maxChunkSize); err != nil {
+		return err
+	}
+	if err := cfg.logLevel.UnmarshalText([]byte(logLevel)); err != nil {
+		return usagef("--log-level: %v", err)
+	}
+	flags := cmd.Flags()
+	for _, v := range []struct {
+		flag, env string
+		dst       *string
+	}{
+		{"s3-endpoint", "FERRY_S3_ENDPOINT", &cfg.s3.Endpoint},
+		{"s3-bucket", "FERRY_S3_BUCKET", &cfg.s3.Bucket},
+		{"s3-access-key", "FERRY_S3_ACCESS_KEY", &cfg.s3.AccessKey},
+		{"s3-secret-key", "FERRY_S3_SECRET_KEY", &cfg.s3.SecretKey},
+		{"s3-region", "FERRY_S3_REGION", &cfg.s3.Region},
+	} {
+		if s, ok := lookupEnv(v.env); ok && !flags.Changed(v.flag) {
+			*v.dst = s
+		}
+	}
+	for _, v := range []struct {
+		flag, env string
+		dst       *bool
+	}{
+		{"s3-insecure", "FERRY_S3_INSECURE", &cfg.s3.Insecure},
+		{"s3-create-bucket", "FERRY_S3_CREATE_BUCKET", &cfg.s3.CreateBucket},
+	} {
+		if s, ok := lookupEnv(v.env); ok && s != "" && !flags.Changed(v.flag) {
+			b, err := strconv.ParseBool(s)
+			if err != nil {
+				return usagef("%s=%q: not a boolean", v.env, s)
+			}
+			*v.dst = b
+		}
+	}
+	if cfg.useS3() {
+		if cfg.s3.Endpoint == "" || cfg.s3.Bucket == "" {
+			return usagef("S3 needs both an endpoint and a bucket (--s3-endpoint, --s3-bucket)")
+		}
+		if flags.Changed("data") {
+			return usagef("--data is for the local store; it cannot be used with S3")
+		}
+		return nil
+	}
+	if cfg.dataDir == "" {
+		dir, err := userDataDir(lookupEnv)
+		if err != nil {
+			return fmt.Errorf("no --data directory given and %w", err)
+		}
+		cfg.dataDir = filepath.Join(dir, "ferry")
+	}
+	return nil
+}
+
+func (cfg *serveConfig) useS3() bool { return cfg.s3.Endpoint != "" || cfg.s3.Bucket != "" }
+
+// parseSize parses a byte size such as 8MiB or 8388608.
+func parseSize(flag, s string) (int64, error) {
+	n, err := humanize.ParseBytes(s)
+	if err != nil || n > 1<<62 {
+		return 0, usagef("%s: %q is not a size in bytes (such as 8MiB)", flag, s)
+	}
+	return int64(n), nil
+}
+
+// userDataDir returns the directory for user data: $XDG_DATA_HOME, or the
+// platform's usual place (~/.local/share on Unix).
+func userDataDir(lookupEnv lookupEnvFunc) (string, error) {
+	if dir, ok := lookupEnv("XDG_DATA_HOME"); ok && filepath.IsAbs(dir) {
+		return dir, nil
+	}
+	switch runtime.GOOS {
+	case "windows":
+		if dir, ok := lookupEnv("LocalAppData"); ok && dir != "" {
+			return dir, nil
+		}
+		return "", errors.New("%LocalAppData% is not set")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", err
+	}
+	if runtime.GOOS == "darwin" {
+		return filepath.Join(home, "Library", "Application Support"), nil
+	}
+	return filepath.Join(home, ".local", "share"), nil
+}
+
+// openStore returns the store cfg names and its kind for the logs.
+func openStore(ctx context.Context, cfg serveConfig) (store.Store, string, error) {
+	if cfg.useS3() {
+		st, err := s3store.New(ctx, cfg.s3)
+		if err != nil {
+			return nil, "", fmt.Errorf("S3 store: %w", err)
+		}
+		return st, "s3", nil
+	}
+	if err := os.MkdirAll(cfg.dataDir, 0o750); err != nil {
+		return nil, "", fmt.Errorf("local store: %w", err)
+	}
+	st, err := diskstore.New(cfg.dataDir)
+	if err != nil {
+		return nil, "", fmt.Errorf("local store: %w", err)
+	}
+	return st, "disk", nil
+}
+
+// newHandler returns the HTTP handler of all services on st.
+func newHandler(cfg serveConfig, st store.Store, log *slog.Logger) (http.Handler, *upload.Service, error) {
+	uploads, err := upload.NewService(upload.Config{
+		Store:        st,
+		ChunkSize:    cfg.chunkSize,
+		MaxChunkSize: cfg.maxChunkSize,
+		TTL:          cfg.uploadTTL,
+		Logger:       log,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	opts := []connect.HandlerOption{
+		// A chunk and its envelope; anything larger is refused before it is
+		// read, so one stream holds at most this much.
+		connect.WithReadMaxBytes(int(uploads.MaxChunkSize()) + 1<<20),
+		connect.WithSendMaxBytes(sendMaxBytes),
+	}
+	services := []string{
+		ferryv1connect.UploadServiceName,
+		ferryv1connect.DownloadServiceName,
+		ferryv1connect.ObjectServiceName,
+	}
+	mux := http.NewServeMux()
+	mux.Handle(ferryv1connect.NewUploadServiceHandler(uploads, opts...))
+	// Object data is mostly incompressible, and gzip would cap a download
+	// at what one core compresses: data messages go uncompressed even to
+	// clients that accept gzip.
+	mux.Handle(ferryv1connect.NewDownloadServiceHandler(download.NewService(st), append(opts, connect.WithCompressMinBytes(math.MaxInt32))...))
+	mux.Handle(ferryv1connect.NewObjectServiceHandler(download.NewObjectService(st), opts...))
+	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(services...)))
+	reflector := grpcreflect.NewStaticReflector(services...)
+	mux.Handle(grpcreflect.NewHandlerV1(reflector))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	if len(cfg.corsOrigins) == 0 {
+		return mux, uploads, nil
+	}
+	c := cors.New(cors.Options{
+		AllowedOrigins: cfg.corsOrigins,
+		AllowedMethods: connectcors.AllowedMethods(),
+		AllowedHeaders: connectcors.AllowedHeaders(),
+		ExposedHeaders: connectcors.ExposedHeaders(),
+		MaxAge:         7200, // seconds; browsers cap it lower
+	})
+	return c.Handler(mux), uploads, nil
+}
+
+// serve runs the server until ctx is done, then shuts it down gracefully.
+func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
+	st, kind, err := openStore(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	handler, uploads, err := newHandler(cfg, st, log)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.addr)
+	if err != nil {
+		return err
+	}
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	srv := &http.Server{
+		Handler:           handler,
+		Protocols:         protocols,
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	attrs := []any{"addr", ln.Addr().String(), "store", kind}
+	if kind == "disk" {
+		attrs = append(attrs, "data", cfg.dataDir)
+	} else {
+		attrs = append(attrs, "endpoint", cfg.s3.Endpoint, "bucket", cfg.s3.Bucket)
+	}
+	log.Info("listening", attrs...)
+
+	// Abandoned uploads are looked for a few times per TTL; the sweeper
+	// stops with ctx.
+	go uploads.RunSweeper(ctx, min(time.Hour, max(time.Second, cfg.uploadTTL/4)))
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	select {
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down", "timeout", cfg.shutdownTimeout)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		log.Warn("requests still in progress at the shutdown deadline were cut off", "err", err)
+		srv.Close()
+	}
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
