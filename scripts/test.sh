@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# test.sh runs every check and test of ferry, on a fresh machine too:
+#
+#   1. tools       install the pinned tools (scripts/tools.sh; the first run
+#                  builds MinIO from source, about 5 minutes)
+#   2. gofmt       no Go file needs formatting
+#   3. go vet      go vet ./...
+#   4. buf lint    the protos follow buf's STANDARD rules
+#   5. gen-proto   the committed generated code matches the protos
+#   6. minio       start a throwaway MinIO server (stopped on any exit)
+#   7. go test     go test -race -count=1 ./... with FERRY_REQUIRE_S3=1, so
+#                  tests that need S3 fail instead of skipping
+#
+# It stops at the first failing step and names it. Environment:
+#   FERRY_TOOLS_DIR      where tools are installed (see scripts/tools.sh)
+#   FERRY_TEST_TIMEOUT   go test's -timeout (default 45m)
+#   FERRY_TEST_ARGS      extra arguments for go test, e.g. "-run TestX -v"
+set -euo pipefail
+# shellcheck source=scripts/env.sh
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+cd "$FERRY_ROOT"
+
+current_step=""
+summary=()
+step_start=0
+
+begin() {
+	current_step=$1
+	step_start=$SECONDS
+	step "$current_step"
+}
+
+end() {
+	summary+=("$(printf '%-10s ok  %4d s' "$current_step" $((SECONDS - step_start)))")
+	current_step=""
+}
+
+finish() {
+	local rc=$?
+	if [[ -n ${FERRY_MINIO_DIR:-} ]]; then
+		bash "$FERRY_ROOT/scripts/minio.sh" stop "$FERRY_MINIO_DIR" || true
+	fi
+	echo
+	for line in "${summary[@]}"; do
+		echo "test.sh: $line"
+	done
+	if [[ $rc -ne 0 ]]; then
+		echo "test.sh: FAILED at step: ${current_step:-unknown} (exit $rc, after $SECONDS s)"
+	else
+		echo "test.sh: all steps passed in $SECONDS s"
+	fi
+	exit "$rc"
+}
+trap finish EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+begin tools
+bash scripts/tools.sh
+end
+
+begin gofmt
+unformatted=$(find . \( -path ./.git -o -path ./web/node_modules \) -prune -o -name '*.go' -print0 |
+	xargs -0 -r gofmt -l)
+if [[ -n $unformatted ]]; then
+	echo "these files need gofmt -w:" >&2
+	echo "$unformatted" >&2
+	exit 1
+fi
+end
+
+begin "go vet"
+go vet ./...
+end
+
+begin "buf lint"
+(cd proto && "$BUF" lint)
+end
+
+begin gen-proto
+bash scripts/gen-proto.sh --check
+end
+
+begin minio
+eval "$(bash scripts/minio.sh start)"
+end
+
+begin "go test"
+export FERRY_REQUIRE_S3=1
+# shellcheck disable=SC2086 # FERRY_TEST_ARGS is a list of arguments.
+go test -race -count=1 -timeout "${FERRY_TEST_TIMEOUT:-45m}" ${FERRY_TEST_ARGS:-} ./...
+end
+
+begin "stop minio"
+bash scripts/minio.sh stop "$FERRY_MINIO_DIR"
+unset FERRY_MINIO_DIR
+end
