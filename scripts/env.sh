@@ -20,7 +20,7 @@ Darwin-arm64) FERRY_BUF_PLATFORM=darwin-arm64 ;;
 Darwin-x86_64) FERRY_BUF_PLATFORM=darwin-x64 ;;
 *) FERRY_BUF_PLATFORM=unknown ;;
 esac
-BUF="$FERRY_ROOT/web/node_modules/@bufbuild/buf-$FERRY_BUF_PLATFORM/bin/buf"
+export BUF="$FERRY_ROOT/web/node_modules/@bufbuild/buf-$FERRY_BUF_PLATFORM/bin/buf"
 
 # step prints a banner for one step of a script, so a log shows which step
 # was running when something failed.

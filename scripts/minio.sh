@@ -30,13 +30,13 @@ port_in_use() {
 
 start() {
 	[[ -x $minio_bin ]] || die "MinIO server not found at $minio_bin: run bash scripts/tools.sh"
-	local dir access secret attempt port pid
+	local dir access secret port pid
 	dir=$(mktemp -d "${TMPDIR:-/tmp}/ferry-minio.XXXXXX")
 	access=ferrytest
 	secret=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 	# Pick a random high port; MinIO exits when the port is taken, so a
 	# port lost to a race is simply retried with another.
-	for attempt in 1 2 3 4 5 6 7 8 9 10; do
+	for _ in 1 2 3 4 5 6 7 8 9 10; do
 		port=$((20000 + RANDOM % 40000))
 		port_in_use "$port" && continue
 		MINIO_ROOT_USER=$access MINIO_ROOT_PASSWORD=$secret MINIO_BROWSER=off \
@@ -94,7 +94,9 @@ stop() {
 				kill -0 "$pid" 2>/dev/null || break
 				sleep 0.1
 			done
-			kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+			if kill -0 "$pid" 2>/dev/null; then
+				kill -KILL "$pid" 2>/dev/null || true
+			fi
 		fi
 		echo "minio: stopped (pid $pid)" >&2
 	fi

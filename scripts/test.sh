@@ -10,6 +10,8 @@
 #   6. minio       start a throwaway MinIO server (stopped on any exit)
 #   7. go test     go test -race -count=1 ./... with FERRY_REQUIRE_S3=1, so
 #                  tests that need S3 fail instead of skipping
+#   8. fuzz        the upload request decoding/validation fuzz target, for a
+#                  bounded time (FERRY_FUZZ_TIME, default 20s)
 #
 # It stops at the first failing step and names it. Environment:
 #   FERRY_TOOLS_DIR      where tools are installed (see scripts/tools.sh)
@@ -89,6 +91,10 @@ begin "go test"
 export FERRY_REQUIRE_S3=1
 # shellcheck disable=SC2086 # FERRY_TEST_ARGS is a list of arguments.
 go test -race -count=1 -timeout "${FERRY_TEST_TIMEOUT:-45m}" ${FERRY_TEST_ARGS:-} ./...
+end
+
+begin fuzz
+go test -run '^$' -fuzz '^FuzzUploadRequest$' -fuzztime "${FERRY_FUZZ_TIME:-20s}" ./upload/
 end
 
 begin "stop minio"
