@@ -16,6 +16,7 @@ import (
 
 	"connectrpc.com/connect"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	ferryv1 "github.com/ferryhq/ferry/proto/ferry/v1"
 	"github.com/ferryhq/ferry/proto/ferry/v1/ferryv1connect"
@@ -591,5 +592,31 @@ func TestBadInput(t *testing.T) {
 	err = put(cr.Msg.GetUpload().GetUploadId(), svcChunk(0, []byte{1}))()
 	if connect.CodeOf(err) != connect.CodeNotFound {
 		t.Fatalf("expired upload: %v, want NotFound", err)
+	}
+}
+
+// TestNonUTF8Key sends a CreateUpload whose key is not UTF-8. Stock clients
+// refuse to encode one, so the request is written byte by byte; the server
+// must refuse to decode it.
+func TestNonUTF8Key(t *testing.T) {
+	t.Parallel()
+	env := newSvcEnv(t, nil)
+	var spec, req []byte
+	spec = protowire.AppendTag(spec, 1, protowire.BytesType) // UploadSpec.key
+	spec = protowire.AppendString(spec, "bad\xffkey")
+	req = protowire.AppendTag(req, 1, protowire.BytesType) // CreateUploadRequest.spec
+	req = protowire.AppendBytes(req, spec)
+	res, err := http.Post(env.url+ferryv1connect.UploadServiceCreateUploadProcedure, "application/proto", bytes.NewReader(req))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	// The Connect protocol answers invalid_argument as HTTP 400 with a JSON error.
+	if res.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), `"code":"invalid_argument"`) {
+		t.Fatalf("status %d, body %s; want 400 invalid_argument", res.StatusCode, body)
+	}
+	if page, err := env.store.ListObjects(context.Background(), "", "", 10); err != nil || len(page.Objects) != 0 {
+		t.Fatalf("store changed: %v, %v", page.Objects, err)
 	}
 }
