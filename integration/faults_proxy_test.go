@@ -63,6 +63,12 @@ type faultArm struct {
 	dir   faultDirection
 	after int64
 	done  chan faultCut
+	// graceful ends the client's side with a FIN after the bytes forwarded
+	// (the server's side still gets a RST), so the client reads everything
+	// that was forwarded before it sees the connection end. A RST to the
+	// client would let its kernel discard bytes it had received but not yet
+	// read, making what "arrived" a matter of timing.
+	graceful bool
 }
 
 // startFaultProxy starts a proxy to target (host:port) and stops it, closing
@@ -96,6 +102,16 @@ func (p *faultProxy) cutNext(dir faultDirection, after int64) <-chan faultCut {
 	}
 	p.armed = &faultArm{dir: dir, after: after, done: make(chan faultCut, 1)}
 	return p.armed.done
+}
+
+// cutNextGraceful is [faultProxy.cutNext] with a graceful end toward the
+// client: it receives every byte forwarded, then end of stream.
+func (p *faultProxy) cutNextGraceful(dir faultDirection, after int64) <-chan faultCut {
+	done := p.cutNext(dir, after)
+	p.mu.Lock()
+	p.armed.graceful = true
+	p.mu.Unlock()
+	return done
 }
 
 func (p *faultProxy) accept() {
@@ -165,7 +181,13 @@ func (p *faultProxy) serve(client net.Conn, arm *faultArm) {
 			return
 		}
 		cut = true
-		faultReset(client)
+		if arm != nil && arm.graceful {
+			if tc, ok := client.(*net.TCPConn); ok {
+				_ = tc.CloseWrite()
+			}
+		} else {
+			faultReset(client)
+		}
 		faultReset(server)
 		if arm != nil {
 			arm.done <- faultCut{Dir: dir, Forwarded: forwarded}
@@ -190,6 +212,12 @@ func (p *faultProxy) serve(client net.Conn, arm *faultArm) {
 				}
 				if send > 0 {
 					if _, err := dst.Write(buf[:send]); err != nil {
+						if dir == faultClientToServer && arm != nil && arm.graceful {
+							// Read the client until it closes, so closing
+							// our side later sends no RST over its data.
+							_ = src.SetReadDeadline(time.Now().Add(10 * time.Second))
+							_, _ = io.Copy(io.Discard, src)
+						}
 						break
 					}
 					mu.Lock()

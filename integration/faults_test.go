@@ -620,12 +620,13 @@ func TestFaultDownloadInterrupted(t *testing.T) {
 			proxy := startFaultProxy(t, srv.addr)
 
 			// cutDownload downloads key through the proxy on a new
-			// connection that is reset after 3 MiB from the server, and
-			// returns what arrived before the reset.
+			// connection that is cut after 3 MiB from the server (the
+			// client gets end of stream, the server a reset), and returns
+			// what arrived before the cut.
 			cutDownload := func() (*ferryv1.DownloadHeader, []byte) {
 				t.Helper()
 				const cutAt = 3 * MiB
-				cut := proxy.cutNext(faultServerToClient, cutAt)
+				cut := proxy.cutNextGraceful(faultServerToClient, cutAt)
 				c := ferryv1connect.NewDownloadServiceClient(faultHTTPClient(t, protocol), proxy.url(), clientOptions(protocol)...)
 				header, got, err := download(ctx, t, c, &ferryv1.DownloadRequest{Key: key})
 				select {
