@@ -498,6 +498,7 @@ func TestBadInput(t *testing.T) {
 		{"negative chunk size", createErr(func(s *ferryv1.UploadSpec) { s.ChunkSize = -5 }), connect.CodeInvalidArgument, "chunk_size must not be negative"},
 		{"object over 10,000 chunks", createErr(func(s *ferryv1.UploadSpec) { s.Size = ptr(int64(1 << 50)) }), connect.CodeInvalidArgument, "too large"},
 		{"overflowing size", createErr(func(s *ferryv1.UploadSpec) { s.Size = ptr(int64(1<<63 - 1)) }), connect.CodeInvalidArgument, "too large"},
+		{"content type with a control character", createErr(func(s *ferryv1.UploadSpec) { s.ContentType = "text/plain\r\nx: y" }), connect.CodeInvalidArgument, "content_type must be printable ASCII"},
 		{"bad metadata key", createErr(func(s *ferryv1.UploadSpec) { s.Metadata = map[string]string{"Bad Key": "v"} }), connect.CodeInvalidArgument, "metadata key"},
 		{"metadata too large", createErr(func(s *ferryv1.UploadSpec) { s.Metadata = map[string]string{"k": strings.Repeat("v", 3000)} }), connect.CodeInvalidArgument, "metadata is"},
 		{"unknown upload ID", put("6f1c1a4e-0d5b-4a53-9d2c-5a1f7e0b9c3d", chunks[1]), connect.CodeNotFound, "not found"},
