@@ -6,7 +6,6 @@ package integration
 // driven by the generated Connect clients so every byte sent is counted.
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -863,7 +862,7 @@ type faultServer struct {
 // whichever process runs at the end of the test.
 func startFaultServer(t testing.TB, args ...string) *faultServer {
 	t.Helper()
-	s, err := spawnFaultServer("127.0.0.1:0", args)
+	s, err := spawnServer("127.0.0.1:0", args)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -900,7 +899,7 @@ func (fs *faultServer) restart() error {
 	if fs.cur != nil {
 		return errors.New("the server is still running")
 	}
-	s, err := spawnFaultServer(fs.addr, fs.args)
+	s, err := spawnServer(fs.addr, fs.args)
 	if err != nil {
 		return err
 	}
@@ -936,59 +935,6 @@ func (fs *faultServer) cleanup() {
 		for i, s := range fs.past {
 			fs.t.Logf("ferry serve process %d logs:\n%s", i+1, s.logs)
 		}
-	}
-}
-
-// spawnFaultServer starts `ferry serve --addr addr args...` and waits until
-// it logs its address. It returns errors rather than failing a test, so a
-// goroutine may call it.
-func spawnFaultServer(addr string, args []string) (*server, error) {
-	cmd := exec.Command(ferryBin, append([]string{"serve", "--addr", addr}, args...)...)
-	cmd.SysProcAttr = childProcAttr()
-	s := &server{cmd: cmd, logs: &lockedBuffer{}, done: make(chan struct{})}
-	cmd.Stdout = s.logs
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start ferry serve: %w", err)
-	}
-	addrc := make(chan string, 1)
-	copied := make(chan struct{})
-	go func() {
-		defer close(copied)
-		r := bufio.NewReader(stderr)
-		found := false
-		for {
-			line, err := r.ReadString('\n')
-			s.logs.Write([]byte(line))
-			if !found {
-				if a, ok := listenAddr(line); ok {
-					found = true
-					addrc <- a
-				}
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
-	go func() {
-		<-copied
-		s.err = cmd.Wait()
-		close(s.done)
-	}()
-	select {
-	case s.addr = <-addrc:
-		s.url = "http://" + s.addr
-		return s, nil
-	case <-s.done:
-		return nil, fmt.Errorf("ferry serve --addr %s exited before listening: %v\n%s", addr, s.err, s.logs)
-	case <-time.After(serverStartTimeout):
-		_ = cmd.Process.Kill()
-		<-s.done
-		return nil, fmt.Errorf("ferry serve logged no listening address within %v:\n%s", serverStartTimeout, s.logs)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"regexp"
@@ -87,16 +88,28 @@ var textAddr = regexp.MustCompile(`\baddr="?([^\s"]+:\d+)"?`)
 // ends, failing the test unless it then exits cleanly.
 func startServer(t testing.TB, args ...string) *server {
 	t.Helper()
-	cmd := exec.Command(ferryBin, append([]string{"serve", "--addr", "127.0.0.1:0"}, args...)...)
+	s, err := spawnServer("127.0.0.1:0", args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Stop(t) })
+	return s
+}
+
+// spawnServer starts `ferry serve --addr addr args...` and waits until
+// it logs its address. It returns errors rather than failing a test, so a
+// goroutine may call it.
+func spawnServer(addr string, args []string) (*server, error) {
+	cmd := exec.Command(ferryBin, append([]string{"serve", "--addr", addr}, args...)...)
 	cmd.SysProcAttr = childProcAttr()
 	s := &server{cmd: cmd, logs: &lockedBuffer{}, done: make(chan struct{})}
 	cmd.Stdout = s.logs
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("start ferry serve: %v", err)
+		return nil, fmt.Errorf("start ferry serve: %w", err)
 	}
 	addrc := make(chan string, 1)
 	copied := make(chan struct{})
@@ -108,9 +121,9 @@ func startServer(t testing.TB, args ...string) *server {
 			line, err := r.ReadString('\n')
 			s.logs.Write([]byte(line))
 			if !found {
-				if addr, ok := listenAddr(line); ok {
+				if a, ok := listenAddr(line); ok {
 					found = true
-					addrc <- addr
+					addrc <- a
 				}
 			}
 			if err != nil {
@@ -119,21 +132,21 @@ func startServer(t testing.TB, args ...string) *server {
 		}
 	}()
 	go func() {
-		<-copied // Wait must not close the pipe before it is drained.
+		<-copied
 		s.err = cmd.Wait()
 		close(s.done)
 	}()
-	t.Cleanup(func() { s.Stop(t) })
-
 	select {
 	case s.addr = <-addrc:
+		s.url = "http://" + s.addr
+		return s, nil
 	case <-s.done:
-		t.Fatalf("ferry serve %s exited before listening: %v\n%s", strings.Join(args, " "), s.err, s.logs)
+		return nil, fmt.Errorf("ferry serve --addr %s exited before listening: %v\n%s", addr, s.err, s.logs)
 	case <-time.After(serverStartTimeout):
-		t.Fatalf("ferry serve logged no listening address within %v:\n%s", serverStartTimeout, s.logs)
+		_ = cmd.Process.Kill()
+		<-s.done
+		return nil, fmt.Errorf("ferry serve logged no listening address within %v:\n%s", serverStartTimeout, s.logs)
 	}
-	s.url = "http://" + s.addr
-	return s
 }
 
 // Stop sends SIGTERM and waits for a graceful exit (status 0), failing the
