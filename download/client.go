@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
-	"sync"
 	"sync/atomic"
 
 	"connectrpc.com/connect"
@@ -331,7 +330,7 @@ func objectChanged(err error) error {
 // past its header) and then from new streams after transient failures,
 // each starting where the last stopped and pinned to etag. Each data
 // message goes to sink with its offset in the object.
-func (d *Downloader) fetch(ctx context.Context, key, etag string, job *rangeJob, stream *connect.ServerStreamForClient[ferryv1.DownloadResponse], sink func(p []byte, at int64) error, progress *downloadProgress) error {
+func (d *Downloader) fetch(ctx context.Context, key, etag string, job *rangeJob, stream *connect.ServerStreamForClient[ferryv1.DownloadResponse], sink func(p []byte, at int64) error, progress *upload.ProgressCounter) error {
 	attempts := d.opts.Retry.Attempts()
 	for {
 		if stream == nil {
@@ -372,7 +371,7 @@ func (d *Downloader) fetch(ctx context.Context, key, etag string, job *rangeJob,
 
 // receive reads the data messages of stream into sink until the stream
 // ends, and reports an error unless all of job arrived.
-func (d *Downloader) receive(stream *connect.ServerStreamForClient[ferryv1.DownloadResponse], job *rangeJob, sink func(p []byte, at int64) error, progress *downloadProgress) error {
+func (d *Downloader) receive(stream *connect.ServerStreamForClient[ferryv1.DownloadResponse], job *rangeJob, sink func(p []byte, at int64) error, progress *upload.ProgressCounter) error {
 	for stream.Receive() {
 		data, ok := stream.Msg().GetMessage().(*ferryv1.DownloadResponse_Data)
 		if !ok {
@@ -387,7 +386,7 @@ func (d *Downloader) receive(stream *connect.ServerStreamForClient[ferryv1.Downl
 		}
 		job.got += int64(len(p))
 		job.crc = crc32.Update(job.crc, store.Castagnoli, p)
-		progress.add(int64(len(p)))
+		progress.Add(int64(len(p)))
 	}
 	if err := stream.Err(); err != nil {
 		return objectChanged(err)
@@ -410,25 +409,6 @@ func verifyDownload(obj *ferryv1.Object, size int64, crc uint32) error {
 	return nil
 }
 
-// downloadProgress reports bytes written to DownloaderOptions.Progress, one
-// call at a time.
-type downloadProgress struct {
-	mu    sync.Mutex
-	fn    func(done, total int64)
-	done  int64
-	total int64
-}
-
-func (d *Downloader) progress(total, done int64) *downloadProgress {
-	return &downloadProgress{fn: d.opts.Progress, total: total, done: done}
-}
-
-func (p *downloadProgress) add(n int64) {
-	if p.fn == nil {
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.done += n
-	p.fn(p.done, p.total)
+func (d *Downloader) progress(total, done int64) *upload.ProgressCounter {
+	return upload.NewProgressCounter(d.opts.Progress, done, total)
 }

@@ -235,10 +235,10 @@ func (u *Uploader) uploadOneChunk(ctx context.Context, key string, data []byte, 
 				return err
 			}
 		}
-		progress.add(size)
+		progress.Add(size)
 		resp, err := stream.CloseAndReceive()
 		if err != nil {
-			progress.add(-size)
+			progress.Add(-size)
 			return err
 		}
 		obj = resp.Msg.GetObject()
@@ -327,7 +327,7 @@ type uploaderPlan struct {
 	// i and read after all workers are done.
 	crcs     []uint32
 	next     atomic.Int64
-	progress *uploaderProgress
+	progress *ProgressCounter
 }
 
 func (p *uploaderPlan) count() int64 { return int64(len(p.crcs)) }
@@ -401,7 +401,7 @@ func (u *Uploader) streamChunks(ctx context.Context, p *uploaderPlan) error {
 				continue
 			}
 			_, n := p.span(i)
-			p.progress.add(-n)
+			p.progress.Add(-n)
 			again = append(again, i)
 		}
 	}
@@ -430,7 +430,7 @@ func (u *Uploader) streamOnce(ctx context.Context, p *uploaderPlan, again *[]int
 		p.crcs[i] = crc
 		if c, ok := p.committed[i]; ok && c.GetCrc32C() == crc && c.GetSize() == n {
 			u.buffers.Put(buf)
-			p.progress.add(n)
+			p.progress.Add(n)
 			continue
 		}
 		if stream == nil {
@@ -446,7 +446,7 @@ func (u *Uploader) streamOnce(ctx context.Context, p *uploaderPlan, again *[]int
 			}
 		}
 		sent = append(sent, i)
-		p.progress.add(n) // taken back by streamChunks if the chunk is lost
+		p.progress.Add(n) // taken back by streamChunks if the chunk is lost
 		err := stream.Send(&ferryv1.UploadRequest{Message: &ferryv1.UploadRequest_Chunk{
 			Chunk: &ferryv1.Chunk{Index: i, Data: data, Crc32C: &crc},
 		}})
@@ -567,7 +567,7 @@ func (u *Uploader) putChunks(ctx context.Context, info *ferryv1.UploadInfo, r io
 				if err != nil {
 					return err
 				}
-				progress.add(int64(len(item.data)))
+				progress.Add(int64(len(item.data)))
 			}
 			return nil
 		})
@@ -653,20 +653,30 @@ func (u *Uploader) buffer(n int64) *[]byte {
 	return &b
 }
 
-// uploaderProgress reports bytes done to UploaderOptions.Progress, one call at
-// a time.
-type uploaderProgress struct {
+// ProgressCounter sums the bytes a transfer has done and reports the running
+// total to a Progress callback (done and total in bytes, total -1 when
+// unknown), one call at a time. The Uploader and the download.Downloader
+// share it. A counter with a nil callback does nothing.
+type ProgressCounter struct {
 	mu    sync.Mutex
 	fn    func(done, total int64)
 	done  int64
 	total int64
 }
 
-func (u *Uploader) progress(total int64) *uploaderProgress {
-	return &uploaderProgress{fn: u.opts.Progress, total: total}
+// NewProgressCounter returns a counter that starts at done bytes of total
+// and reports to fn, which may be nil.
+func NewProgressCounter(fn func(done, total int64), done, total int64) *ProgressCounter {
+	return &ProgressCounter{fn: fn, done: done, total: total}
 }
 
-func (p *uploaderProgress) add(n int64) {
+func (u *Uploader) progress(total int64) *ProgressCounter {
+	return NewProgressCounter(u.opts.Progress, 0, total)
+}
+
+// Add counts n more bytes done (n < 0 takes back bytes that must be sent
+// again) and reports the new total.
+func (p *ProgressCounter) Add(n int64) {
 	if p.fn == nil {
 		return
 	}

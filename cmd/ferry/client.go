@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -56,12 +57,12 @@ func addClientFlags(cmd *cobra.Command, f *clientFlags, kind int) {
 	fs.StringVar(&f.protocol, "protocol", "", "RPC `protocol`: connect, grpc or grpcweb (env FERRY_PROTOCOL; default "+defaultProtocol+")")
 	switch kind {
 	case uploadCommand:
-		fs.IntVar(&f.concurrency, "concurrency", 4, "chunks in flight at once (parallel streams); each is held in memory")
-		fs.StringVar(&f.chunkSize, "chunk-size", "", "chunk `size`, such as 8MiB: at least 5MiB (default: the server's choice)")
+		fs.IntVar(&f.concurrency, "concurrency", 4, "chunks in flight at once (parallel streams); each is held in memory (env FERRY_CONCURRENCY)")
+		fs.StringVar(&f.chunkSize, "chunk-size", "", "chunk `size`, such as 8MiB: at least 5MiB (env FERRY_CHUNK_SIZE; default: the server's choice)")
 		fs.BoolVarP(&f.quiet, "quiet", "q", false, "show no progress")
 	case downloadCommand:
-		fs.IntVar(&f.concurrency, "concurrency", 4, "ranged streams at once, for a FILE")
-		fs.StringVar(&f.chunkSize, "chunk-size", "", "bytes per ranged stream, such as 16MiB (default 16MiB)")
+		fs.IntVar(&f.concurrency, "concurrency", 4, "ranged streams at once, for a FILE (env FERRY_CONCURRENCY)")
+		fs.StringVar(&f.chunkSize, "chunk-size", "", "bytes per ranged stream, such as 16MiB (env FERRY_CHUNK_SIZE; default 16MiB)")
 		fs.BoolVarP(&f.quiet, "quiet", "q", false, "show no progress, and no summary when FILE is -")
 	}
 }
@@ -91,11 +92,22 @@ func (f *clientFlags) resolve(cmd *cobra.Command, lookupEnv lookupEnvFunc) (clie
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return cfg, usagef("server %q: need an http:// or https:// URL", cfg.server)
 	}
+	if s, ok := lookupEnv("FERRY_CONCURRENCY"); ok && s != "" && !flags.Changed("concurrency") && flags.Lookup("concurrency") != nil {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			return cfg, usagef("FERRY_CONCURRENCY %q: need a whole number", s)
+		}
+		cfg.concurrency = n
+	}
+	chunkSize, chunkSource := f.chunkSize, "--chunk-size"
+	if s, ok := lookupEnv("FERRY_CHUNK_SIZE"); ok && s != "" && !flags.Changed("chunk-size") && flags.Lookup("chunk-size") != nil {
+		chunkSize, chunkSource = s, "FERRY_CHUNK_SIZE"
+	}
 	if cfg.concurrency < 1 && flags.Lookup("concurrency") != nil {
 		return cfg, usagef("--concurrency must be at least 1")
 	}
-	if f.chunkSize != "" {
-		if cfg.chunkSize, err = parseSize("--chunk-size", f.chunkSize); err != nil {
+	if chunkSize != "" {
+		if cfg.chunkSize, err = parseSize(chunkSource, chunkSize); err != nil {
 			return cfg, err
 		}
 	}
@@ -165,30 +177,39 @@ func (cfg clientConfig) objectClient() ferryv1connect.ObjectServiceClient {
 	return ferryv1connect.NewObjectServiceClient(cfg.httpClient(), cfg.server, cfg.clientOptions()...)
 }
 
-// progressPrinter shows a transfer's progress on a terminal, rewriting one
-// line at most a few times a second. It prints nothing when w is not a
-// terminal.
+// plainProgressInterval is how often a progress line is printed when
+// stderr is not a terminal.
+const plainProgressInterval = 5 * time.Second
+
+// progressPrinter shows a transfer's progress. On a terminal it rewrites
+// one line at most a few times a second; elsewhere (a log file, a pipe) it
+// prints a plain line every interval, such as
+// "12 MiB / 100 MiB (12%) 35 MiB/s".
 type progressPrinter struct {
-	w     io.Writer
-	verb  string
-	start time.Time
+	w        io.Writer
+	verb     string
+	start    time.Time
+	plain    bool
+	interval time.Duration
 
 	mu   sync.Mutex
 	last time.Time
 	used bool
 }
 
-// newProgress returns a printer for w, or nil when quiet or w is not a
-// terminal; a nil printer's methods do nothing.
+// newProgress returns a printer for w, or nil when quiet; a nil printer's
+// methods do nothing.
 func newProgress(w io.Writer, verb string, quiet bool) *progressPrinter {
-	f, ok := w.(*os.File)
-	if quiet || !ok {
+	if quiet {
 		return nil
 	}
-	if fi, err := f.Stat(); err != nil || fi.Mode()&os.ModeCharDevice == 0 {
-		return nil
+	now := time.Now()
+	if f, ok := w.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			return &progressPrinter{w: w, verb: verb, start: now, interval: 200 * time.Millisecond}
+		}
 	}
-	return &progressPrinter{w: w, verb: verb, start: time.Now()}
+	return &progressPrinter{w: w, verb: verb, start: now, plain: true, interval: plainProgressInterval, last: now}
 }
 
 // report is a Progress callback of the Uploader or Downloader.
@@ -199,23 +220,36 @@ func (p *progressPrinter) report(done, total int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := time.Now()
-	if now.Sub(p.last) < 200*time.Millisecond && done != total {
+	if p.plain {
+		if now.Sub(p.last) < p.interval {
+			return
+		}
+		p.last = now
+		fmt.Fprintln(p.w, progressText(done, total, now.Sub(p.start), " / "))
+		return
+	}
+	if now.Sub(p.last) < p.interval && done != total {
 		return
 	}
 	p.last, p.used = now, true
-	rate := ""
-	if s := now.Sub(p.start).Seconds(); s > 0.5 {
-		rate = fmt.Sprintf("  %s/s", humanize.IBytes(uint64(float64(max(done, 0))/s)))
-	}
+	fmt.Fprintf(p.w, "\r%s %s\033[K", p.verb, progressText(done, total, now.Sub(p.start), " of "))
+}
+
+// progressText describes done bytes of total (-1 when unknown) after
+// elapsed: bytes, percentage and rate.
+func progressText(done, total int64, elapsed time.Duration, of string) string {
+	text := humanize.IBytes(uint64(max(done, 0)))
 	if total >= 0 {
 		pct := int64(100)
 		if total > 0 {
 			pct = 100 * done / total
 		}
-		fmt.Fprintf(p.w, "\r%s %s of %s (%d%%)%s\033[K", p.verb, humanize.IBytes(uint64(max(done, 0))), humanize.IBytes(uint64(total)), pct, rate)
-	} else {
-		fmt.Fprintf(p.w, "\r%s %s%s\033[K", p.verb, humanize.IBytes(uint64(max(done, 0))), rate)
+		text += fmt.Sprintf("%s%s (%d%%)", of, humanize.IBytes(uint64(total)), pct)
 	}
+	if s := elapsed.Seconds(); s > 0.5 {
+		text += fmt.Sprintf("  %s/s", humanize.IBytes(uint64(float64(max(done, 0))/s)))
+	}
+	return text
 }
 
 // progressFunc returns p.report, or nil for a nil printer, so that the
@@ -231,6 +265,10 @@ func (p *progressPrinter) progressFunc() func(done, total int64) {
 func (p *progressPrinter) println(line string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.plain {
+		fmt.Fprintln(p.w, line)
+		return
+	}
 	fmt.Fprintf(p.w, "\r\033[K%s\n", line)
 	p.last = time.Time{} // redraw the progress line at the next report
 }

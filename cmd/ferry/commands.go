@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -23,12 +24,17 @@ import (
 // partSuffix names the file a download writes before it is complete.
 const partSuffix = ".ferry-part"
 
+// etagSuffix names the file, next to the part file, that holds the ETag of
+// the object an interrupted download was writing.
+const etagSuffix = ".etag"
+
 func newUploadCommand(stdio stdio, lookupEnv lookupEnvFunc) *cobra.Command {
 	var (
 		flags       clientFlags
 		contentType string
 		resumeID    string
 		ifNoneMatch bool
+		jsonOut     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "upload [flags] FILE KEY",
@@ -38,14 +44,18 @@ func newUploadCommand(stdio stdio, lookupEnv lookupEnvFunc) *cobra.Command {
 A file is sent in chunks over --concurrency parallel streams; standard
 input (FILE "-") is read in sequence. Broken streams are retried and only
 the chunks that were in flight are sent again. If the upload still fails,
-its upload ID is printed: the same command with --resume ID sends only the
-chunks the server does not have.`,
+its upload ID is printed and kept under the user's cache directory
+(FERRY_CACHE_DIR overrides it): running the same command again, or with
+--resume ID, sends only the chunks the server does not have. If FILE
+changed since (size or modification time), the old upload is aborted and
+a new one started. --json prints the result as one JSON object.`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := flags.resolve(cmd, lookupEnv)
 			if err != nil {
 				return err
 			}
+			start := time.Now()
 			file, key := args[0], args[1]
 			if contentType == "" && file != "-" {
 				contentType = mime.TypeByExtension(filepath.Ext(file))
@@ -67,19 +77,30 @@ chunks the server does not have.`,
 					return err
 				}
 			}
+			auto := autoResume{stderr: stdio.err, quiet: cfg.quiet}
+			if resumeID == "" && file != "-" {
+				if resumeID, err = auto.prepare(cmd.Context(), client, lookupEnv, cfg.server, file, key); err != nil {
+					return err
+				}
+			}
 			obj, err := uploadFile(cmd.Context(), u, stdio.in, file, key, resumeID, upload.ObjectOptions{
 				ContentType: contentType,
 				IfNoneMatch: ifNoneMatch,
 			})
 			progress.end()
+			auto.finish(err, cfg.chunkSize)
 			if err != nil {
 				return err
+			}
+			if jsonOut {
+				return printJSONResult(stdio.out, obj, time.Since(start), resumeID != "")
 			}
 			fmt.Fprintf(stdio.out, "key=%q size=%d crc32c=%s\n", obj.GetKey(), obj.GetSize(), crcText(obj))
 			return nil
 		},
 	}
 	addClientFlags(cmd, &flags, uploadCommand)
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "print the result as one JSON object on standard output: key, size, crc32c, seconds, resumed")
 	cmd.Flags().StringVar(&contentType, "content-type", "", "MIME `type` of the object (default: from FILE's extension; fixed at creation, so unused with --resume)")
 	cmd.Flags().StringVar(&resumeID, "resume", "", "continue the interrupted upload `ID` of KEY with the same FILE")
 	cmd.Flags().BoolVar(&ifNoneMatch, "if-none-match", false, "fail with already_exists if KEY exists, instead of replacing it (fixed at creation)")
@@ -137,8 +158,9 @@ func newDownloadCommand(stdio stdio, lookupEnv lookupEnvFunc) *cobra.Command {
 
 A file is written over --concurrency parallel ranged streams into
 FILE` + partSuffix + `, which is renamed to FILE once every byte is checked. If
-the download fails, the bytes received without a gap are kept there and
---resume continues from them. Standard output (FILE "-") is written in
+the download fails, the bytes received without a gap are kept there, with
+the object's ETag next to them, and running the same command again (or
+--resume) continues from them if the object did not change. Standard output (FILE "-") is written in
 order over one stream. Broken streams are resumed where they stopped,
 pinned to the object's ETag so that a download never mixes two versions.`,
 		Args: exactArgs(2),
@@ -185,8 +207,19 @@ pinned to the object's ETag so that a download never mixes two versions.`,
 }
 
 // downloadFile downloads key into file+partSuffix, then renames it to file.
+// When the download is interrupted, the object's ETag is kept in
+// file+partSuffix+etagSuffix, and running the same command again (with or
+// without resume) continues from the part file if the object's ETag is
+// still that one, or starts anew if the object changed.
 func downloadFile(ctx context.Context, d *download.Downloader, key, file string, resume bool, stderr io.Writer) (*ferryv1.Object, error) {
 	part := file + partSuffix
+	etagFile := part + etagSuffix
+	ifMatch := ""
+	if b, err := os.ReadFile(etagFile); err == nil && len(b) > 0 {
+		if _, err := os.Stat(part); err == nil {
+			ifMatch, resume = string(b), true
+		}
+	}
 	flag := os.O_RDWR | os.O_CREATE | os.O_TRUNC
 	if resume {
 		flag = os.O_RDWR
@@ -205,20 +238,36 @@ func downloadFile(ctx context.Context, d *download.Downloader, key, file string,
 		if fi, err = f.Stat(); err != nil {
 			return nil, err
 		}
-		obj, err = d.ResumeAt(ctx, key, f, fi.Size(), "")
+		if ifMatch != "" {
+			fmt.Fprintf(stderr, "continuing the download from the %d bytes in %s\n", fi.Size(), part)
+		}
+		obj, err = d.ResumeAt(ctx, key, f, fi.Size(), ifMatch)
+		if ifMatch != "" && errors.Is(err, download.ErrObjectChanged) {
+			fmt.Fprintf(stderr, "%s changed since the download was interrupted: starting anew\n", key)
+			if err = f.Truncate(0); err == nil {
+				obj, err = d.DownloadAt(ctx, key, f)
+			}
+		}
 	} else {
 		obj, err = d.DownloadAt(ctx, key, f)
 	}
 	if err != nil {
 		var interrupted *download.InterruptedError
 		if errors.As(err, &interrupted) && !errors.Is(err, download.ErrObjectChanged) && f.Truncate(interrupted.Written) == nil {
-			fmt.Fprintf(stderr, "The first %d bytes are kept in %s: run the same command with --resume to continue.\n", interrupted.Written, part)
+			if interrupted.ETag != "" && os.WriteFile(etagFile, []byte(interrupted.ETag), 0o644) == nil {
+				fmt.Fprintf(stderr, "The first %d bytes are kept in %s: run the same command again to continue.\n", interrupted.Written, part)
+			} else {
+				os.Remove(etagFile)
+				fmt.Fprintf(stderr, "The first %d bytes are kept in %s: run the same command with --resume to continue.\n", interrupted.Written, part)
+			}
 		} else {
 			f.Close()
 			os.Remove(part)
+			os.Remove(etagFile)
 		}
 		return nil, err
 	}
+	os.Remove(etagFile)
 	if err := f.Sync(); err != nil {
 		return nil, err
 	}
@@ -322,4 +371,24 @@ func crcText(obj *ferryv1.Object) string {
 		return "-"
 	}
 	return fmt.Sprintf("%08x", obj.GetCrc32C())
+}
+
+// jsonResult is the result of a transfer that --json prints: the object's
+// key, size in bytes and CRC32C in hex ("" when it has none), how long the
+// transfer took in seconds, and whether it continued an earlier one.
+type jsonResult struct {
+	Key     string  `json:"key"`
+	Size    int64   `json:"size"`
+	CRC32C  string  `json:"crc32c"`
+	Seconds float64 `json:"seconds"`
+	Resumed bool    `json:"resumed"`
+}
+
+// printJSONResult prints obj's jsonResult as one line on w.
+func printJSONResult(w io.Writer, obj *ferryv1.Object, elapsed time.Duration, resumed bool) error {
+	r := jsonResult{Key: obj.GetKey(), Size: obj.GetSize(), Seconds: elapsed.Seconds(), Resumed: resumed}
+	if obj.Crc32C != nil {
+		r.CRC32C = crcText(obj)
+	}
+	return json.NewEncoder(w).Encode(r)
 }

@@ -411,3 +411,36 @@ func TestServeEndpoints(t *testing.T) {
 		}
 	}
 }
+
+// TestClientEnv checks that FERRY_CONCURRENCY and FERRY_CHUNK_SIZE set the
+// client flags, and that the flags win over them.
+func TestClientEnv(t *testing.T) {
+	t.Parallel()
+	url := startServer(t)
+	file := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(file, []byte("data"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name   string
+		env    []string
+		args   []string
+		code   int
+		stderr string
+	}{
+		{"bad chunk size", []string{"FERRY_CHUNK_SIZE", "lots"}, []string{"upload", file, "k1"}, exitUsage, "FERRY_CHUNK_SIZE"},
+		{"bad concurrency", []string{"FERRY_CONCURRENCY", "many"}, []string{"download", "k", file + ".out"}, exitUsage, "FERRY_CONCURRENCY"},
+		{"zero concurrency", []string{"FERRY_CONCURRENCY", "0"}, []string{"upload", file, "k2"}, exitUsage, "at least 1"},
+		{"flags win", []string{"FERRY_CHUNK_SIZE", "lots", "FERRY_CONCURRENCY", "0"}, []string{"upload", "--chunk-size", "5MiB", "--concurrency", "2", file, "k3"}, 0, ""},
+		{"good values", []string{"FERRY_CHUNK_SIZE", "5MiB", "FERRY_CONCURRENCY", "2"}, []string{"upload", file, "k4"}, 0, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := ferry(t, nil, env(append([]string{"FERRY_SERVER", url}, tc.env...)...), tc.args...)
+			if r.code != tc.code || !strings.Contains(r.stderr, tc.stderr) {
+				t.Errorf("ferry %s: status %d, stderr %q; want %d and %q", strings.Join(tc.args, " "), r.code, r.stderr, tc.code, tc.stderr)
+			}
+		})
+	}
+}
