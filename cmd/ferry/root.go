@@ -99,6 +99,7 @@ in the object store; downloads are ranged and resumable.`,
 		newStatCommand(stdio, lookupEnv),
 		newListCommand(stdio, lookupEnv),
 		newRemoveCommand(stdio, lookupEnv),
+		newSyncCommand(stdio, lookupEnv),
 	)
 	return root
 }

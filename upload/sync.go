@@ -1,0 +1,267 @@
+package upload
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"connectrpc.com/connect"
+	"golang.org/x/sync/errgroup"
+
+	ferryv1 "github.com/ferryhq/ferry/proto/ferry/v1"
+	"github.com/ferryhq/ferry/proto/ferry/v1/ferryv1connect"
+	"github.com/ferryhq/ferry/store"
+)
+
+// SyncOptions configure [Sync]. The zero value uploads changed files four
+// at a time and deletes nothing.
+type SyncOptions struct {
+	// Concurrency is the number of files uploaded at once. 0 means 4.
+	Concurrency int
+	// Delete removes remote objects under the prefix that have no local
+	// file.
+	Delete bool
+	// DryRun reports what would be uploaded and deleted without doing it.
+	DryRun bool
+	// Log, when set, is called once per file or object acted on, with a
+	// line such as "upload docs/a.txt" or "skip bad key: ...". Calls are
+	// serialized.
+	Log func(line string)
+}
+
+// SyncResult counts what [Sync] did.
+type SyncResult struct {
+	// Files is the number of regular files found under the directory.
+	Files int64 `json:"files"`
+	// Uploaded is the number of files uploaded (or, in a dry run, that
+	// would be).
+	Uploaded int64 `json:"uploaded"`
+	// Skipped is the number of files whose object already had the same
+	// size and CRC32C, plus files whose key is invalid.
+	Skipped int64 `json:"skipped"`
+	// Deleted is the number of objects deleted (or that would be).
+	Deleted int64 `json:"deleted"`
+	// Failed is the number of files or objects that could not be
+	// uploaded or deleted.
+	Failed int64 `json:"failed"`
+	// BytesSent is the size in bytes of the files uploaded.
+	BytesSent int64 `json:"bytes_sent"`
+	// Seconds is the wall-clock duration of the sync in seconds.
+	Seconds float64 `json:"seconds"`
+}
+
+// Sync makes the objects under prefix match the regular files under dir:
+// each file becomes the object prefix + its slash-separated path relative
+// to dir. A file is skipped when an object with its key has the same size
+// and CRC32C (from ListObjects, or StatObject when the listing carries no
+// CRC32C, as S3 listings do not). Files whose key fails [store.ValidateKey]
+// are skipped and logged. Other files are uploaded with u, opts.Concurrency
+// at a time; with opts.Delete, objects under prefix with no local file are
+// deleted through objects.
+//
+// A failure of one file does not stop the others: Sync returns the counts
+// and an error joining every file's failure, or the error of walking dir or
+// listing the objects, which stops the sync.
+func Sync(ctx context.Context, u *Uploader, objects ferryv1connect.ObjectServiceClient, dir, prefix string, opts SyncOptions) (*SyncResult, error) {
+	start := time.Now()
+	res := &SyncResult{}
+	defer func() { res.Seconds = time.Since(start).Seconds() }()
+	if opts.Concurrency <= 0 {
+		opts.Concurrency = 4
+	}
+	var logMu sync.Mutex
+	logf := func(format string, args ...any) {
+		if opts.Log != nil {
+			logMu.Lock()
+			defer logMu.Unlock()
+			opts.Log(fmt.Sprintf(format, args...))
+		}
+	}
+	remote, err := ListAll(ctx, objects, prefix)
+	if err != nil {
+		return res, err
+	}
+	type localFile struct {
+		path, key string
+		size      int64
+	}
+	var files []localFile
+	local := make(map[string]bool)
+	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		rel, err := filepath.Rel(dir, path)
+		if err != nil {
+			return err
+		}
+		key := prefix + filepath.ToSlash(rel)
+		res.Files++
+		if err := store.ValidateKey(key); err != nil {
+			res.Skipped++
+			logf("skip %s: %v", path, err)
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		local[key] = true
+		files = append(files, localFile{path: path, key: key, size: info.Size()})
+		return nil
+	})
+	if err != nil {
+		return res, fmt.Errorf("sync %s: %w", dir, err)
+	}
+
+	var (
+		errMu sync.Mutex
+		errs  []error
+	)
+	fail := func(err error) {
+		atomic.AddInt64(&res.Failed, 1)
+		errMu.Lock()
+		errs = append(errs, err)
+		errMu.Unlock()
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(opts.Concurrency)
+	for _, f := range files {
+		g.Go(func() error {
+			same, err := SameObject(gctx, objects, remote[f.key], f.path, f.size)
+			if err != nil {
+				fail(err)
+				return nil
+			}
+			if same {
+				atomic.AddInt64(&res.Skipped, 1)
+				return nil
+			}
+			logf("upload %s", f.key)
+			if !opts.DryRun {
+				if err := uploadFile(gctx, u, f.path, f.key); err != nil {
+					fail(err)
+					return nil
+				}
+			}
+			atomic.AddInt64(&res.Uploaded, 1)
+			atomic.AddInt64(&res.BytesSent, f.size)
+			return nil
+		})
+	}
+	if opts.Delete {
+		for key := range remote {
+			if local[key] {
+				continue
+			}
+			g.Go(func() error {
+				logf("delete %s", key)
+				if !opts.DryRun {
+					if _, err := objects.DeleteObject(gctx, connect.NewRequest(&ferryv1.DeleteObjectRequest{Key: key})); err != nil {
+						fail(fmt.Errorf("delete %q: %w", key, err))
+						return nil
+					}
+				}
+				atomic.AddInt64(&res.Deleted, 1)
+				return nil
+			})
+		}
+	}
+	_ = g.Wait()
+	return res, errors.Join(errs...)
+}
+
+// ListAll returns every object whose key starts with prefix, by key,
+// reading all pages of ListObjects. It returns the first call's error.
+func ListAll(ctx context.Context, objects ferryv1connect.ObjectServiceClient, prefix string) (map[string]*ferryv1.Object, error) {
+	out := make(map[string]*ferryv1.Object)
+	token := ""
+	for {
+		resp, err := objects.ListObjects(ctx, connect.NewRequest(&ferryv1.ListObjectsRequest{Prefix: prefix, PageToken: token}))
+		if err != nil {
+			return nil, fmt.Errorf("list %q: %w", prefix, err)
+		}
+		for _, obj := range resp.Msg.GetObjects() {
+			if strings.HasPrefix(obj.GetKey(), prefix) {
+				out[obj.GetKey()] = obj
+			}
+		}
+		token = resp.Msg.GetNextPageToken()
+		if token == "" {
+			return out, nil
+		}
+	}
+}
+
+// SameObject reports whether obj (nil for none) has size bytes and the
+// CRC32C of the file at path. An object listed without a CRC32C, as S3
+// listings are, is looked up with StatObject; an object with no CRC32C at
+// all is never the same. It returns the error of StatObject (other than
+// NOT_FOUND) or of reading the file.
+func SameObject(ctx context.Context, objects ferryv1connect.ObjectServiceClient, obj *ferryv1.Object, path string, size int64) (bool, error) {
+	if obj == nil || obj.GetSize() != size {
+		return false, nil
+	}
+	if obj.Crc32C == nil {
+		resp, err := objects.StatObject(ctx, connect.NewRequest(&ferryv1.StatObjectRequest{Key: obj.GetKey()}))
+		if err != nil {
+			if connect.CodeOf(err) == connect.CodeNotFound {
+				return false, nil
+			}
+			return false, fmt.Errorf("stat %q: %w", obj.GetKey(), err)
+		}
+		obj = resp.Msg.GetObject()
+		if obj.Crc32C == nil || obj.GetSize() != size {
+			return false, nil
+		}
+	}
+	crc, err := FileCRC32C(path)
+	if err != nil {
+		return false, err
+	}
+	return crc == obj.GetCrc32C(), nil
+}
+
+// FileCRC32C returns the CRC32C (Castagnoli) of the file at path, read in
+// a stream, or the error of opening or reading it.
+func FileCRC32C(path string) (uint32, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	h := crc32.New(store.Castagnoli)
+	if _, err := io.Copy(h, f); err != nil {
+		return 0, fmt.Errorf("read %s: %w", path, err)
+	}
+	return h.Sum32(), nil
+}
+
+// uploadFile uploads the file at path as the object key.
+func uploadFile(ctx context.Context, u *Uploader, path, key string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if _, err := u.Upload(ctx, key, f, info.Size(), ObjectOptions{}); err != nil {
+		return fmt.Errorf("upload %s: %w", path, err)
+	}
+	return nil
+}
