@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -40,27 +39,11 @@ func Sync(ctx context.Context, d *Downloader, objects ferryv1connect.ObjectServi
 	if opts.Concurrency <= 0 {
 		opts.Concurrency = 4
 	}
-	var logMu sync.Mutex
-	logf := func(format string, args ...any) {
-		if opts.Log != nil {
-			logMu.Lock()
-			defer logMu.Unlock()
-			opts.Log(fmt.Sprintf(format, args...))
-		}
-	}
+	tally := upload.NewSyncTally(res, opts.Log)
+	logf, fail := tally.Logf, tally.Fail
 	remote, err := upload.ListAll(ctx, objects, prefix)
 	if err != nil {
 		return res, err
-	}
-	var (
-		errMu sync.Mutex
-		errs  []error
-	)
-	fail := func(err error) {
-		atomic.AddInt64(&res.Failed, 1)
-		errMu.Lock()
-		errs = append(errs, err)
-		errMu.Unlock()
 	}
 	wanted := make(map[string]bool)
 	g, gctx := errgroup.WithContext(ctx)
@@ -125,10 +108,10 @@ func Sync(ctx context.Context, d *Downloader, objects ferryv1connect.ObjectServi
 			return nil
 		})
 		if err != nil {
-			errs = append(errs, err)
+			return res, errors.Join(tally.Err(), err)
 		}
 	}
-	return res, errors.Join(errs...)
+	return res, tally.Err()
 }
 
 // downloadFileAtomic downloads key into a temporary file next to path and

@@ -78,14 +78,8 @@ func Sync(ctx context.Context, u *Uploader, objects ferryv1connect.ObjectService
 	if opts.Concurrency <= 0 {
 		opts.Concurrency = 4
 	}
-	var logMu sync.Mutex
-	logf := func(format string, args ...any) {
-		if opts.Log != nil {
-			logMu.Lock()
-			defer logMu.Unlock()
-			opts.Log(fmt.Sprintf(format, args...))
-		}
-	}
+	tally := NewSyncTally(res, opts.Log)
+	logf, fail := tally.Logf, tally.Fail
 	remote, err := ListAll(ctx, objects, prefix)
 	if err != nil {
 		return res, err
@@ -126,16 +120,6 @@ func Sync(ctx context.Context, u *Uploader, objects ferryv1connect.ObjectService
 		return res, fmt.Errorf("sync %s: %w", dir, err)
 	}
 
-	var (
-		errMu sync.Mutex
-		errs  []error
-	)
-	fail := func(err error) {
-		atomic.AddInt64(&res.Failed, 1)
-		errMu.Lock()
-		errs = append(errs, err)
-		errMu.Unlock()
-	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(opts.Concurrency)
 	for _, f := range files {
@@ -180,7 +164,7 @@ func Sync(ctx context.Context, u *Uploader, objects ferryv1connect.ObjectService
 		}
 	}
 	_ = g.Wait()
-	return res, errors.Join(errs...)
+	return res, tally.Err()
 }
 
 // ListAll returns every object whose key starts with prefix, by key,
@@ -264,4 +248,46 @@ func uploadFile(ctx context.Context, u *Uploader, path, key string) error {
 		return fmt.Errorf("upload %s: %w", path, err)
 	}
 	return nil
+}
+
+// SyncTally is the bookkeeping one sync shares among its concurrent
+// transfers: log lines serialized for [SyncOptions.Log], and failures,
+// counted in [SyncResult.Failed] and joined by [SyncTally.Err]. Package
+// download uses it for the other direction.
+type SyncTally struct {
+	res  *SyncResult
+	log  func(string)
+	mu   sync.Mutex
+	errs []error
+}
+
+// NewSyncTally returns a SyncTally that counts into res and logs to log
+// (nil: no log).
+func NewSyncTally(res *SyncResult, log func(string)) *SyncTally {
+	return &SyncTally{res: res, log: log}
+}
+
+// Logf formats one log line.
+func (t *SyncTally) Logf(format string, args ...any) {
+	if t.log == nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.log(fmt.Sprintf(format, args...))
+}
+
+// Fail records the failure of one transfer; the others go on.
+func (t *SyncTally) Fail(err error) {
+	atomic.AddInt64(&t.res.Failed, 1)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.errs = append(t.errs, err)
+}
+
+// Err joins every failure recorded, or returns nil.
+func (t *SyncTally) Err() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return errors.Join(t.errs...)
 }
