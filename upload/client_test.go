@@ -411,8 +411,13 @@ func TestUploaderResume(t *testing.T) {
 					t.Errorf("part %d, committed before the resume, was written again", n)
 				}
 			}
-			if total != 5 {
-				t.Errorf("%d part writes in all (%v), want 5", total, after)
+			// 5 chunks, each written once; or one more when the server,
+			// still storing a chunk it had received whole before the cut
+			// (HTTP/1.1), committed it after the resume had asked which
+			// chunks were committed, so the resume sent it too. Chunks
+			// committed before the resume are never rewritten (above).
+			if total != 5 && total != 6 {
+				t.Errorf("%d part writes in all (%v), want 5, or 6 after a late server-side commit", total, after)
 			}
 		})
 	}
