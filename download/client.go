@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"sync"
 	"sync/atomic"
 
 	"connectrpc.com/connect"
@@ -52,6 +53,15 @@ type DownloaderOptions struct {
 	// the bytes written so far and the object's size in bytes. Calls are
 	// serialized.
 	Progress func(done, total int64)
+	// Checkpoint, when set, is called by [Downloader.DownloadAt] and
+	// [Downloader.ResumeAt] with the object's ETag and the number of bytes
+	// from the object's start that are written without a gap: once when the
+	// first response arrives, then each time a range completes the gapless
+	// prefix. Calls are serialized and block the completion of further
+	// ranges, so a caller may sync the file and record the pair: after a
+	// crash, truncating the file to written and calling ResumeAt with
+	// ifMatch set to the ETag continues the download.
+	Checkpoint func(etag string, written int64)
 }
 
 // InterruptedError is returned when a download to an [io.WriterAt] stops
@@ -108,6 +118,15 @@ func NewDownloader(client ferryv1connect.DownloadServiceClient, opts DownloaderO
 		opts.RangeSize = 16 << 20
 	}
 	return &Downloader{client: client, opts: opts}
+}
+
+// WithProgress returns a Downloader like d that reports progress to fn
+// instead (see [DownloaderOptions.Progress]; nil reports none), for a
+// caller that shows each of many concurrent downloads on its own.
+func (d *Downloader) WithProgress(fn func(done, total int64)) *Downloader {
+	opts := d.opts
+	opts.Progress = fn
+	return &Downloader{client: d.client, opts: opts}
 }
 
 // Download writes the object key to w, in order, over one Download stream,
@@ -203,6 +222,7 @@ func (d *Downloader) downloadAt(ctx context.Context, key string, w io.WriterAt, 
 		jobs = append(jobs, &rangeJob{off: off, n: min(d.opts.RangeSize, size-off)})
 	}
 	progress := d.progress(size, start)
+	completed := d.checkpointer(jobs, etag, start)
 	sink := func(p []byte, at int64) error {
 		_, err := w.WriteAt(p, at)
 		return err
@@ -223,6 +243,7 @@ func (d *Downloader) downloadAt(ctx context.Context, key string, w io.WriterAt, 
 				if err := d.fetch(gctx, key, etag, jobs[i], s, sink, progress); err != nil {
 					return err
 				}
+				completed(i)
 			}
 		})
 	}
@@ -242,6 +263,37 @@ func (d *Downloader) downloadAt(ctx context.Context, key string, w io.WriterAt, 
 		return nil, fmt.Errorf("download %q: %w", key, err)
 	}
 	return obj, nil
+}
+
+// checkpointer reports the first checkpoint of a download from start and
+// returns the function that marks jobs[i] complete, which reports a new one
+// when the gapless prefix grows. Without [DownloaderOptions.Checkpoint] it
+// does nothing.
+func (d *Downloader) checkpointer(jobs []*rangeJob, etag string, start int64) func(i int64) {
+	if d.opts.Checkpoint == nil {
+		return func(int64) {}
+	}
+	d.opts.Checkpoint(etag, start)
+	var (
+		mu      sync.Mutex
+		done    = make([]bool, len(jobs))
+		next    int // jobs[:next] are complete
+		written = start
+	)
+	return func(i int64) {
+		mu.Lock()
+		defer mu.Unlock()
+		done[i] = true
+		grew := false
+		for next < len(jobs) && done[next] {
+			written += jobs[next].n
+			next++
+			grew = true
+		}
+		if grew {
+			d.opts.Checkpoint(etag, written)
+		}
+	}
 }
 
 // rangeJob is one byte range of an object to download, and what has been

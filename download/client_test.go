@@ -442,6 +442,49 @@ func TestDownloaderInterrupted(t *testing.T) {
 	}
 }
 
+// TestDownloaderCheckpoint checks the checkpoints of a parallel download:
+// the first with the ETag and 0 bytes, then a growing gapless prefix that
+// ends at the object's size, and that at each checkpoint the bytes it
+// claims are already in the file, as a caller that records them relies on.
+func TestDownloaderCheckpoint(t *testing.T) {
+	t.Parallel()
+	srv := newServer(t)
+	data := randomBytes(6, 9*mib+123)
+	etag := srv.put(t, "k", data)
+	w := &buffer{}
+	var (
+		calls []int64
+		bad   []string
+	)
+	d := download.NewDownloader(srv.client(t, "grpc", nil), download.DownloaderOptions{
+		Concurrency: 4,
+		RangeSize:   1 * mib,
+		Checkpoint: func(gotETag string, written int64) {
+			if gotETag != etag {
+				bad = append(bad, "etag "+gotETag)
+			}
+			if got := w.Bytes(); int64(len(got)) < written || !bytes.Equal(got[:written], data[:written]) {
+				bad = append(bad, "bytes not in place at a checkpoint")
+			}
+			calls = append(calls, written)
+		},
+	})
+	if _, err := d.DownloadAt(context.Background(), "k", w); err != nil {
+		t.Fatal(err)
+	}
+	if len(bad) > 0 {
+		t.Errorf("checkpoints: %v", bad)
+	}
+	if len(calls) < 2 || calls[0] != 0 || calls[len(calls)-1] != int64(len(data)) {
+		t.Fatalf("checkpoints %v; want 0 first and %d last", calls, len(data))
+	}
+	for i := 1; i < len(calls); i++ {
+		if calls[i] <= calls[i-1] {
+			t.Errorf("checkpoints %v do not grow", calls)
+		}
+	}
+}
+
 func TestDownloaderNotFound(t *testing.T) {
 	t.Parallel()
 	srv := newServer(t)

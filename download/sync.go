@@ -72,7 +72,9 @@ func Sync(ctx context.Context, d *Downloader, objects ferryv1connect.ObjectServi
 			}
 			logf("download %s", key)
 			if !opts.DryRun {
-				n, err := downloadFileAtomic(gctx, d, key, path)
+				update, end := opts.StartFile(key, obj.GetSize())
+				n, err := downloadFileAtomic(gctx, d.WithProgress(update), key, path)
+				end(err)
 				if err != nil {
 					fail(err)
 					return nil

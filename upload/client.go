@@ -31,7 +31,7 @@ var ErrObjectMismatch = errors.New("stored object differs from the data sent")
 // UploaderOptions configure an [Uploader]. The zero value is ready to use.
 type UploaderOptions struct {
 	// ChunkSize is the chunk size in bytes asked for when an upload is
-	// created. 0 (the default) lets the server choose: 8 MiB unless it is
+	// created. 0 (the default) lets the server choose: 7 MiB unless it is
 	// configured otherwise, more when the object would need over 10,000
 	// chunks. Otherwise it must be at least 5 MiB (S3's smallest part) unless
 	// the object fits in one chunk, and at most the server's maximum (64 MiB
@@ -55,6 +55,13 @@ type UploaderOptions struct {
 	// decreases after a broken stream by the bytes of the chunks that were in
 	// flight and must be sent again.
 	Progress func(done, total int64)
+
+	// Created, when set, is called with the upload ID as soon as an upload
+	// of more than one chunk is created, before any chunk is sent, so that a
+	// caller can record it and [Uploader.Resume] the upload even after its
+	// own process was killed. One-chunk uploads go in a single stream and
+	// have nothing to resume.
+	Created func(uploadID string)
 }
 
 // ObjectOptions are the attributes of the object an upload creates.
@@ -96,8 +103,9 @@ func (e *InterruptedError) Unwrap() error { return e.Err }
 type Uploader struct {
 	client ferryv1connect.UploadServiceClient
 	opts   UploaderOptions
-	// buffers holds *[]byte chunk buffers for reuse across uploads.
-	buffers sync.Pool
+	// buffers holds *[]byte chunk buffers for reuse across uploads, and
+	// across the Uploaders [Uploader.WithProgress] derives.
+	buffers *sync.Pool
 }
 
 // NewUploader returns an Uploader that calls client with opts.
@@ -105,7 +113,17 @@ func NewUploader(client ferryv1connect.UploadServiceClient, opts UploaderOptions
 	if opts.Concurrency <= 0 {
 		opts.Concurrency = 4
 	}
-	return &Uploader{client: client, opts: opts}
+	return &Uploader{client: client, opts: opts, buffers: new(sync.Pool)}
+}
+
+// WithProgress returns an Uploader like u that reports progress to fn
+// instead (see [UploaderOptions.Progress]; nil reports none). The two share
+// their chunk buffers, so a caller that moves many files at once, each with
+// its own progress display, holds no more memory than with one Uploader.
+func (u *Uploader) WithProgress(fn func(done, total int64)) *Uploader {
+	opts := u.opts
+	opts.Progress = fn
+	return &Uploader{client: u.client, opts: opts, buffers: u.buffers}
 }
 
 // Upload writes size bytes read from r as the object key and returns the
@@ -270,6 +288,9 @@ func (u *Uploader) create(ctx context.Context, spec *ferryv1.UploadSpec) (*ferry
 	}
 	if info.GetUploadId() == "" || info.GetSpec().GetChunkSize() <= 0 {
 		return nil, fmt.Errorf("create upload %q: the server returned no upload ID or chunk size", spec.GetKey())
+	}
+	if u.opts.Created != nil {
+		u.opts.Created(info.GetUploadId())
 	}
 	return info, nil
 }

@@ -379,15 +379,20 @@ func TestUploaderResume(t *testing.T) {
 			t.Parallel()
 			srv := newServer(t)
 			data := randomBytes(7, 4*chunk+1)
+			var created []string
 			failing := upload.NewUploader(srv.client(t, p.name, &cutTransport{cuts: []int64{2*chunk + chunk/2}}), upload.UploaderOptions{
 				ChunkSize:   chunk,
 				Concurrency: 1,
 				Retry:       upload.RetryPolicy{MaxAttempts: 1},
+				Created:     func(id string) { created = append(created, id) },
 			})
 			_, err := failing.Upload(context.Background(), "k", bytes.NewReader(data), int64(len(data)), upload.ObjectOptions{})
 			var interrupted *upload.InterruptedError
 			if !errors.As(err, &interrupted) {
 				t.Fatalf("Upload through a cut stream: %v, want an *InterruptedError", err)
+			}
+			if len(created) != 1 || created[0] != interrupted.UploadID {
+				t.Errorf("Created was called with %v; want once with the upload ID %s", created, interrupted.UploadID)
 			}
 			if !upload.IsTransient(context.Background(), err) {
 				t.Errorf("IsTransient(%v) = false for a connection reset", err)

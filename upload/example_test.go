@@ -9,10 +9,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"connectrpc.com/connect"
 
+	"github.com/ferryhq/ferry/download"
 	ferryv1 "github.com/ferryhq/ferry/proto/ferry/v1"
 	"github.com/ferryhq/ferry/proto/ferry/v1/ferryv1connect"
 	"github.com/ferryhq/ferry/store"
@@ -38,6 +40,7 @@ func startExampleServer() (string, func()) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle(ferryv1connect.NewUploadServiceHandler(svc, connect.WithReadMaxBytes(upload.DefaultMaxChunkSize+1<<20)))
+	mux.Handle(ferryv1connect.NewObjectServiceHandler(download.NewObjectService(st)))
 	srv := httptest.NewUnstartedServer(mux)
 	srv.Config.Protocols = new(http.Protocols)
 	srv.Config.Protocols.SetHTTP1(true)
@@ -134,4 +137,38 @@ func ExampleUploader_Resume() {
 		fmt.Println(obj.GetKey(), obj.GetSize())
 	}
 	// Output: big.bin 11534336
+}
+
+// Sync uploads the files of a directory tree that the server does not
+// already have with the same size and CRC32C: a second run sends nothing.
+func ExampleSync() {
+	url, stop := startExampleServer()
+	defer stop()
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "ferry-example-tree-")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	for _, name := range []string{"index.html", "css/site.css", "img/logo.svg"} {
+		path := filepath.Join(dir, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			log.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte("content of "+name), 0o644); err != nil {
+			log.Fatal(err)
+		}
+	}
+	uploader := upload.NewUploader(ferryv1connect.NewUploadServiceClient(http.DefaultClient, url), upload.UploaderOptions{})
+	objects := ferryv1connect.NewObjectServiceClient(http.DefaultClient, url)
+	for range 2 {
+		res, err := upload.Sync(ctx, uploader, objects, dir, "site/", upload.SyncOptions{Concurrency: 8})
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Printf("files=%d uploaded=%d skipped=%d bytes=%d\n", res.Files, res.Uploaded, res.Skipped, res.BytesSent)
+	}
+	// Output:
+	// files=3 uploaded=3 skipped=0 bytes=67
+	// files=3 uploaded=0 skipped=3 bytes=0
 }

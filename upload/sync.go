@@ -36,6 +36,35 @@ type SyncOptions struct {
 	// line such as "upload docs/a.txt" or "skip bad key: ...". Calls are
 	// serialized.
 	Log func(line string)
+	// Progress, when set, is called as each file starts to move (not in a
+	// dry run), with its key and size in bytes; the FileProgress it returns
+	// (nil for none) follows that file's transfer. Calls come from
+	// Concurrency goroutines at once.
+	Progress func(key string, size int64) FileProgress
+}
+
+// FileProgress follows the transfer of one file of a sync.
+type FileProgress interface {
+	// Update is called like [UploaderOptions.Progress]: with the bytes done
+	// so far and the file's size in bytes. Calls are serialized.
+	Update(done, total int64)
+	// End is called once, when the file is transferred (err nil) or has
+	// failed.
+	End(err error)
+}
+
+// StartFile calls opts.Progress for the file key of size bytes, and returns
+// the progress callback for its transfer (nil for none) and the function
+// to call with the transfer's outcome. Package download uses it too.
+func (opts *SyncOptions) StartFile(key string, size int64) (update func(done, total int64), end func(error)) {
+	if opts.Progress == nil {
+		return nil, func(error) {}
+	}
+	fp := opts.Progress(key, size)
+	if fp == nil {
+		return nil, func(error) {}
+	}
+	return fp.Update, fp.End
 }
 
 // SyncResult counts what [Sync] did.
@@ -135,7 +164,10 @@ func Sync(ctx context.Context, u *Uploader, objects ferryv1connect.ObjectService
 			}
 			logf("upload %s", f.key)
 			if !opts.DryRun {
-				if err := uploadFile(gctx, u, f.path, f.key); err != nil {
+				update, end := opts.StartFile(f.key, f.size)
+				err := uploadFile(gctx, u.WithProgress(update), f.path, f.key)
+				end(err)
+				if err != nil {
 					fail(err)
 					return nil
 				}

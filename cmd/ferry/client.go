@@ -1,6 +1,9 @@
 package main
 
 import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,7 +14,6 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 
 	"github.com/ferryhq/ferry/proto/ferry/v1/ferryv1connect"
@@ -26,11 +28,18 @@ type clientConfig struct {
 	concurrency int
 	chunkSize   int64
 	quiet       bool
+	// token is the bearer token sent in every request's Authorization
+	// header; empty sends none.
+	token string
+	// tls trusts the certificates of --ca-cert besides the system's; nil
+	// trusts the system's only.
+	tls *tls.Config
 }
 
 // clientFlags are the client commands' flags, as given.
 type clientFlags struct {
 	server, protocol, chunkSize string
+	token, caCert               string
 	concurrency                 int
 	quiet                       bool
 }
@@ -55,6 +64,8 @@ func addClientFlags(cmd *cobra.Command, f *clientFlags, kind int) {
 	fs := cmd.Flags()
 	fs.StringVar(&f.server, "server", "", "server `URL` (env FERRY_SERVER; default "+defaultServer+")")
 	fs.StringVar(&f.protocol, "protocol", "", "RPC `protocol`: connect, grpc or grpcweb (env FERRY_PROTOCOL; default "+defaultProtocol+")")
+	fs.StringVar(&f.token, "token", "", "bearer `token` sent to the server (env FERRY_TOKEN; prefer the environment: flags show in ps)")
+	fs.StringVar(&f.caCert, "ca-cert", "", "PEM `file` of CA certificates to trust for an https:// server, besides the system's (env FERRY_CA_CERT)")
 	switch kind {
 	case uploadCommand:
 		fs.IntVar(&f.concurrency, "concurrency", 4, "chunks in flight at once (parallel streams); each is held in memory (env FERRY_CONCURRENCY)")
@@ -69,13 +80,20 @@ func addClientFlags(cmd *cobra.Command, f *clientFlags, kind int) {
 
 // resolve returns the configuration the flags and the environment give.
 func (f *clientFlags) resolve(cmd *cobra.Command, lookupEnv lookupEnvFunc) (clientConfig, error) {
-	cfg := clientConfig{server: f.server, protocol: f.protocol, concurrency: f.concurrency, quiet: f.quiet}
+	cfg := clientConfig{server: f.server, protocol: f.protocol, concurrency: f.concurrency, quiet: f.quiet, token: f.token}
 	flags := cmd.Flags()
-	if s, ok := lookupEnv("FERRY_SERVER"); ok && s != "" && !flags.Changed("server") {
-		cfg.server = s
-	}
-	if s, ok := lookupEnv("FERRY_PROTOCOL"); ok && s != "" && !flags.Changed("protocol") {
-		cfg.protocol = s
+	for _, v := range []struct {
+		flag, env string
+		dst       *string
+	}{
+		{"server", "FERRY_SERVER", &cfg.server},
+		{"protocol", "FERRY_PROTOCOL", &cfg.protocol},
+		{"token", "FERRY_TOKEN", &cfg.token},
+		{"ca-cert", "FERRY_CA_CERT", &f.caCert},
+	} {
+		if s, ok := lookupEnv(v.env); ok && s != "" && !flags.Changed(v.flag) {
+			*v.dst = s
+		}
 	}
 	if cfg.server == "" {
 		cfg.server = defaultServer
@@ -111,7 +129,29 @@ func (f *clientFlags) resolve(cmd *cobra.Command, lookupEnv lookupEnvFunc) (clie
 			return cfg, err
 		}
 	}
+	if f.caCert != "" {
+		if cfg.tls, err = trustCAs(f.caCert); err != nil {
+			return cfg, err
+		}
+	}
 	return cfg, nil
+}
+
+// trustCAs returns a TLS configuration that trusts the system's
+// certificates and those in the PEM file path.
+func trustCAs(path string) (*tls.Config, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, usagef("--ca-cert: %v", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, usagef("--ca-cert %s: no PEM certificate in it", path)
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
 
 // httpClient returns the HTTP client for cfg's protocol. gRPC needs
@@ -120,6 +160,9 @@ func (f *clientFlags) resolve(cmd *cobra.Command, lookupEnv lookupEnvFunc) (clie
 // flight) and over HTTP/2 with TLS.
 func (cfg clientConfig) httpClient() *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
+	if cfg.tls != nil {
+		t.TLSClientConfig = cfg.tls.Clone()
+	}
 	t.MaxIdleConnsPerHost = max(cfg.concurrency, 2)
 	if cfg.protocol == "grpc" {
 		t.Protocols = new(http.Protocols)
@@ -138,6 +181,9 @@ func (cfg clientConfig) clientOptions() []connect.ClientOption {
 		connect.WithReadMaxBytes(clientReadMaxBytes),
 		connect.WithAcceptCompression("gzip", nil, nil),
 	}
+	if cfg.token != "" {
+		opts = append(opts, connect.WithInterceptors(bearerToken(cfg.token)))
+	}
 	switch cfg.protocol {
 	case "grpc":
 		opts = append(opts, connect.WithGRPC())
@@ -148,20 +194,21 @@ func (cfg clientConfig) clientOptions() []connect.ClientOption {
 }
 
 // retryPolicy is the default policy, saying on stderr (unless quiet) why
-// it waits, above the progress line p if there is one.
-func (cfg clientConfig) retryPolicy(stderr io.Writer, p *progressPrinter) upload.RetryPolicy {
+// it waits, above the progress display p if there is one.
+func (cfg clientConfig) retryPolicy(stderr io.Writer, p *progress) upload.RetryPolicy {
 	if cfg.quiet {
 		return upload.RetryPolicy{}
 	}
 	var mu sync.Mutex
 	return upload.RetryPolicy{Notify: func(err error, wait time.Duration) {
+		line := fmt.Sprintf("retrying in %v: %v", wait.Round(time.Millisecond), err)
 		if p != nil {
-			p.println(fmt.Sprintf("retrying in %v: %v", wait.Round(time.Millisecond), err))
+			p.println(line)
 			return
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		fmt.Fprintf(stderr, "retrying in %v: %v\n", wait.Round(time.Millisecond), err)
+		fmt.Fprintln(stderr, line)
 	}}
 }
 
@@ -177,110 +224,25 @@ func (cfg clientConfig) objectClient() ferryv1connect.ObjectServiceClient {
 	return ferryv1connect.NewObjectServiceClient(cfg.httpClient(), cfg.server, cfg.clientOptions()...)
 }
 
-// plainProgressInterval is how often a progress line is printed when
-// stderr is not a terminal.
-const plainProgressInterval = 5 * time.Second
+// bearerToken is a client interceptor that sends "Authorization: Bearer
+// <token>" with every request, unary or streaming, in all three protocols.
+type bearerToken string
 
-// progressPrinter shows a transfer's progress. On a terminal it rewrites
-// one line at most a few times a second; elsewhere (a log file, a pipe) it
-// prints a plain line every interval, such as
-// "12 MiB / 100 MiB (12%) 35 MiB/s".
-type progressPrinter struct {
-	w        io.Writer
-	verb     string
-	start    time.Time
-	plain    bool
-	interval time.Duration
-
-	mu   sync.Mutex
-	last time.Time
-	used bool
+func (b bearerToken) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		req.Header().Set("Authorization", "Bearer "+string(b))
+		return next(ctx, req)
+	}
 }
 
-// newProgress returns a printer for w, or nil when quiet; a nil printer's
-// methods do nothing.
-func newProgress(w io.Writer, verb string, quiet bool) *progressPrinter {
-	if quiet {
-		return nil
+func (b bearerToken) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
+		conn := next(ctx, spec)
+		conn.RequestHeader().Set("Authorization", "Bearer "+string(b))
+		return conn
 	}
-	now := time.Now()
-	if f, ok := w.(*os.File); ok {
-		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
-			return &progressPrinter{w: w, verb: verb, start: now, interval: 200 * time.Millisecond}
-		}
-	}
-	return &progressPrinter{w: w, verb: verb, start: now, plain: true, interval: plainProgressInterval, last: now}
 }
 
-// report is a Progress callback of the Uploader or Downloader.
-func (p *progressPrinter) report(done, total int64) {
-	if p == nil {
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	now := time.Now()
-	if p.plain {
-		if now.Sub(p.last) < p.interval {
-			return
-		}
-		p.last = now
-		fmt.Fprintln(p.w, progressText(done, total, now.Sub(p.start), " / "))
-		return
-	}
-	if now.Sub(p.last) < p.interval && done != total {
-		return
-	}
-	p.last, p.used = now, true
-	fmt.Fprintf(p.w, "\r%s %s\033[K", p.verb, progressText(done, total, now.Sub(p.start), " of "))
-}
-
-// progressText describes done bytes of total (-1 when unknown) after
-// elapsed: bytes, percentage and rate.
-func progressText(done, total int64, elapsed time.Duration, of string) string {
-	text := humanize.IBytes(uint64(max(done, 0)))
-	if total >= 0 {
-		pct := int64(100)
-		if total > 0 {
-			pct = 100 * done / total
-		}
-		text += fmt.Sprintf("%s%s (%d%%)", of, humanize.IBytes(uint64(total)), pct)
-	}
-	if s := elapsed.Seconds(); s > 0.5 {
-		text += fmt.Sprintf("  %s/s", humanize.IBytes(uint64(float64(max(done, 0))/s)))
-	}
-	return text
-}
-
-// progressFunc returns p.report, or nil for a nil printer, so that the
-// transfer skips progress bookkeeping altogether.
-func (p *progressPrinter) progressFunc() func(done, total int64) {
-	if p == nil {
-		return nil
-	}
-	return p.report
-}
-
-// println prints a line above the progress line.
-func (p *progressPrinter) println(line string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.plain {
-		fmt.Fprintln(p.w, line)
-		return
-	}
-	fmt.Fprintf(p.w, "\r\033[K%s\n", line)
-	p.last = time.Time{} // redraw the progress line at the next report
-}
-
-// end finishes the progress line.
-func (p *progressPrinter) end() {
-	if p == nil {
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.used {
-		fmt.Fprint(p.w, "\r\033[K")
-	}
+func (b bearerToken) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return next
 }

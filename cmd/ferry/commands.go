@@ -48,7 +48,13 @@ its upload ID is printed and kept under the user's cache directory
 (FERRY_CACHE_DIR overrides it): running the same command again, or with
 --resume ID, sends only the chunks the server does not have. If FILE
 changed since (size or modification time), the old upload is aborted and
-a new one started. --json prints the result as one JSON object.`,
+a new one started. A progress bar shows on a terminal, a plain line every
+5 seconds elsewhere, JSON lines with --json; --quiet shows none.
+--json prints the result as one JSON object.`,
+		Example: `  ferry upload ./video.mov videos/video.mov
+  ferry upload --concurrency 8 --chunk-size 32MiB ./disk.img images/disk.img
+  pg_dump mydb | ferry upload - backups/mydb.sql
+  FERRY_SERVER=https://ferry.example.com FERRY_TOKEN=... ferry upload --json ./a.bin a.bin`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := flags.resolve(cmd, lookupEnv)
@@ -60,15 +66,7 @@ a new one started. --json prints the result as one JSON object.`,
 			if contentType == "" && file != "-" {
 				contentType = mime.TypeByExtension(filepath.Ext(file))
 			}
-			progress := newProgress(stdio.err, "uploaded", cfg.quiet)
-			defer progress.end()
 			client := cfg.uploadClient()
-			u := upload.NewUploader(client, upload.UploaderOptions{
-				ChunkSize:   cfg.chunkSize,
-				Concurrency: cfg.concurrency,
-				Retry:       cfg.retryPolicy(stdio.err, progress),
-				Progress:    progress.progressFunc(),
-			})
 			if resumeID != "" {
 				if file == "-" {
 					return usagef("--resume needs a file: standard input cannot be read again")
@@ -77,18 +75,28 @@ a new one started. --json prints the result as one JSON object.`,
 					return err
 				}
 			}
-			auto := autoResume{stderr: stdio.err, quiet: cfg.quiet}
+			auto := &autoResume{stderr: stdio.err, quiet: cfg.quiet, chunkSize: cfg.chunkSize}
 			if resumeID == "" && file != "-" {
 				if resumeID, err = auto.prepare(cmd.Context(), client, lookupEnv, cfg.server, file, key); err != nil {
 					return err
 				}
 			}
+			progress := newProgress(stdio.err, cfg.quiet, jsonOut)
+			bar := progress.start(key, localSize(file))
+			u := upload.NewUploader(client, upload.UploaderOptions{
+				ChunkSize:   cfg.chunkSize,
+				Concurrency: cfg.concurrency,
+				Retry:       cfg.retryPolicy(stdio.err, progress),
+				Progress:    bar.updateFunc(),
+				Created:     auto.created,
+			})
 			obj, err := uploadFile(cmd.Context(), u, stdio.in, file, key, resumeID, upload.ObjectOptions{
 				ContentType: contentType,
 				IfNoneMatch: ifNoneMatch,
 			})
-			progress.end()
-			auto.finish(err, cfg.chunkSize)
+			bar.End(err)
+			progress.wait()
+			auto.finish(err)
 			if err != nil {
 				return err
 			}
@@ -148,27 +156,36 @@ func checkResume(ctx context.Context, client ferryv1connect.UploadServiceClient,
 
 func newDownloadCommand(stdio stdio, lookupEnv lookupEnvFunc) *cobra.Command {
 	var (
-		flags  clientFlags
-		resume bool
+		flags   clientFlags
+		resume  bool
+		jsonOut bool
 	)
 	cmd := &cobra.Command{
 		Use:   "download [flags] KEY FILE",
 		Short: "Download the object KEY to FILE (- for standard output)",
-		Long: `Download the object KEY to FILE and check its CRC32C.
+		Long: `Download the object KEY to FILE, check its CRC32C and print its key, size
+and CRC32C.
 
 A file is written over --concurrency parallel ranged streams into
-FILE` + partSuffix + `, which is renamed to FILE once every byte is checked. If
-the download fails, the bytes received without a gap are kept there, with
-the object's ETag next to them, and running the same command again (or
---resume) continues from them if the object did not change. Standard output (FILE "-") is written in
-order over one stream. Broken streams are resumed where they stopped,
-pinned to the object's ETag so that a download never mixes two versions.`,
+FILE` + partSuffix + `, which is renamed to FILE once every byte is checked.
+While it runs, the object's ETag and how many bytes from its start are on
+disk without a gap are kept in FILE` + partSuffix + etagSuffix + `: if the
+download is interrupted (an error, Ctrl-C, a crash), running the same
+command again continues from there, provided the object did not change;
+if it did, the download starts anew. Standard output (FILE "-") is written
+in order over one stream. Broken streams are resumed where they stopped,
+pinned to the object's ETag so that a download never mixes two versions.
+--json prints the result as one JSON object and progress as JSON lines.`,
+		Example: `  ferry download backups/db.tar.zst db.tar.zst
+  ferry download --concurrency 8 --chunk-size 32MiB videos/raw.mov raw.mov
+  ferry download logs/today.txt - | grep ERROR`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := flags.resolve(cmd, lookupEnv)
 			if err != nil {
 				return err
 			}
+			start := time.Now()
 			key, file := args[0], args[1]
 			summary := stdio.out
 			if file == "-" {
@@ -177,47 +194,83 @@ pinned to the object's ETag so that a download never mixes two versions.`,
 				}
 				summary = stdio.err
 			}
-			progress := newProgress(stdio.err, "downloaded", cfg.quiet)
-			defer progress.end()
-			d := download.NewDownloader(cfg.downloadClient(), download.DownloaderOptions{
+			progress := newProgress(stdio.err, cfg.quiet, jsonOut)
+			bar := progress.start(key, -1)
+			opts := download.DownloaderOptions{
 				Concurrency: cfg.concurrency,
 				RangeSize:   cfg.chunkSize,
 				Retry:       cfg.retryPolicy(stdio.err, progress),
-				Progress:    progress.progressFunc(),
-			})
-			var obj *ferryv1.Object
-			if file == "-" {
-				obj, err = d.Download(cmd.Context(), key, stdio.out)
-			} else {
-				obj, err = downloadFile(cmd.Context(), d, key, file, resume, stdio.err)
+				Progress:    bar.updateFunc(),
 			}
-			progress.end()
+			var (
+				obj     *ferryv1.Object
+				resumed bool
+			)
+			if file == "-" {
+				obj, err = download.NewDownloader(cfg.downloadClient(), opts).Download(cmd.Context(), key, stdio.out)
+			} else {
+				obj, resumed, err = downloadFile(cmd.Context(), cfg.downloadClient(), opts, key, file, resume, progress.say(stdio.err))
+			}
+			bar.End(err)
+			progress.wait()
 			if err != nil {
 				return err
 			}
-			if !cfg.quiet || file != "-" {
+			switch {
+			case jsonOut:
+				return printJSONResult(summary, obj, time.Since(start), resumed)
+			case !cfg.quiet || file != "-":
 				fmt.Fprintf(summary, "key=%q size=%d crc32c=%s\n", obj.GetKey(), obj.GetSize(), crcText(obj))
 			}
 			return nil
 		},
 	}
 	addClientFlags(cmd, &flags, downloadCommand)
-	cmd.Flags().BoolVar(&resume, "resume", false, "continue an interrupted download from FILE"+partSuffix)
+	cmd.Flags().BoolVar(&resume, "resume", false, "continue an interrupted download from FILE"+partSuffix+" (automatic when its ETag file is there)")
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "print the result as one JSON object (key, size, crc32c, seconds, resumed) and progress as JSON lines on standard error")
 	return cmd
 }
 
+// partState is what FILE+partSuffix+etagSuffix holds while a download into
+// FILE+partSuffix runs or after it was interrupted: the object's ETag and
+// the number of bytes from the object's start that are on disk without a
+// gap. An older ferry wrote the bare ETag, meaning the whole part file.
+type partState struct {
+	ETag    string `json:"etag"`
+	Written int64  `json:"written"`
+}
+
+// loadPartState reads the state at path; ok is false when there is none.
+func loadPartState(path string, partSize int64) (s partState, ok bool) {
+	b, err := os.ReadFile(path)
+	if err != nil || len(b) == 0 {
+		return s, false
+	}
+	if json.Unmarshal(b, &s) != nil {
+		s = partState{ETag: string(b), Written: partSize}
+	}
+	if s.ETag == "" || s.Written < 0 {
+		return s, false
+	}
+	s.Written = min(s.Written, partSize)
+	return s, true
+}
+
 // downloadFile downloads key into file+partSuffix, then renames it to file.
-// When the download is interrupted, the object's ETag is kept in
-// file+partSuffix+etagSuffix, and running the same command again (with or
-// without resume) continues from the part file if the object's ETag is
-// still that one, or starts anew if the object changed.
-func downloadFile(ctx context.Context, d *download.Downloader, key, file string, resume bool, stderr io.Writer) (*ferryv1.Object, error) {
+// As ranges complete, it syncs the part file and records the object's ETag
+// and the gapless prefix in file+partSuffix+etagSuffix, so that running the
+// same command again after an error, Ctrl-C or a crash continues from that
+// prefix if the object's ETag is still that one, or starts anew if the
+// object changed. resume asks to continue a part file even without that
+// record. It reports whether it continued an earlier download.
+func downloadFile(ctx context.Context, client ferryv1connect.DownloadServiceClient, opts download.DownloaderOptions, key, file string, resume bool, say func(format string, args ...any)) (*ferryv1.Object, bool, error) {
 	part := file + partSuffix
-	etagFile := part + etagSuffix
+	stateFile := part + etagSuffix
 	ifMatch := ""
-	if b, err := os.ReadFile(etagFile); err == nil && len(b) > 0 {
-		if _, err := os.Stat(part); err == nil {
-			ifMatch, resume = string(b), true
+	offset := int64(-1) // -1: the part file's size
+	if fi, err := os.Stat(part); err == nil {
+		if st, ok := loadPartState(stateFile, fi.Size()); ok {
+			ifMatch, offset, resume = st.ETag, st.Written, true
 		}
 	}
 	flag := os.O_RDWR | os.O_CREATE | os.O_TRUNC
@@ -227,23 +280,38 @@ func downloadFile(ctx context.Context, d *download.Downloader, key, file string,
 	f, err := os.OpenFile(part, flag, 0o644)
 	if err != nil {
 		if resume && errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("nothing to resume: %w", err)
+			return nil, false, fmt.Errorf("nothing to resume: %w", err)
 		}
-		return nil, err
+		return nil, false, err
 	}
 	defer f.Close()
+	opts.Checkpoint = func(etag string, written int64) {
+		// The bytes must be on disk before the record says they are.
+		if written > 0 && f.Sync() != nil {
+			return
+		}
+		if b, err := json.Marshal(partState{ETag: etag, Written: written}); err == nil {
+			_ = writeFileAtomic(stateFile, b, 0o644)
+		}
+	}
+	d := download.NewDownloader(client, opts)
 	var obj *ferryv1.Object
 	if resume {
-		var fi os.FileInfo
-		if fi, err = f.Stat(); err != nil {
-			return nil, err
+		if offset < 0 {
+			fi, err := f.Stat()
+			if err != nil {
+				return nil, false, err
+			}
+			offset = fi.Size()
 		}
-		if ifMatch != "" {
-			fmt.Fprintf(stderr, "continuing the download from the %d bytes in %s\n", fi.Size(), part)
+		if err := f.Truncate(offset); err != nil {
+			return nil, false, err
 		}
-		obj, err = d.ResumeAt(ctx, key, f, fi.Size(), ifMatch)
+		say("continuing the download from the %d bytes in %s\n", offset, part)
+		obj, err = d.ResumeAt(ctx, key, f, offset, ifMatch)
 		if ifMatch != "" && errors.Is(err, download.ErrObjectChanged) {
-			fmt.Fprintf(stderr, "%s changed since the download was interrupted: starting anew\n", key)
+			say("%s changed since the download was interrupted: starting anew\n", key)
+			resume = false
 			if err = f.Truncate(0); err == nil {
 				obj, err = d.DownloadAt(ctx, key, f)
 			}
@@ -254,35 +322,40 @@ func downloadFile(ctx context.Context, d *download.Downloader, key, file string,
 	if err != nil {
 		var interrupted *download.InterruptedError
 		if errors.As(err, &interrupted) && !errors.Is(err, download.ErrObjectChanged) && f.Truncate(interrupted.Written) == nil {
-			if interrupted.ETag != "" && os.WriteFile(etagFile, []byte(interrupted.ETag), 0o644) == nil {
-				fmt.Fprintf(stderr, "The first %d bytes are kept in %s: run the same command again to continue.\n", interrupted.Written, part)
+			b, _ := json.Marshal(partState{ETag: interrupted.ETag, Written: interrupted.Written})
+			if interrupted.ETag != "" && f.Sync() == nil && writeFileAtomic(stateFile, b, 0o644) == nil {
+				say("The first %d bytes are kept in %s: run the same command again to continue.\n", interrupted.Written, part)
 			} else {
-				os.Remove(etagFile)
-				fmt.Fprintf(stderr, "The first %d bytes are kept in %s: run the same command with --resume to continue.\n", interrupted.Written, part)
+				os.Remove(stateFile)
+				say("The first %d bytes are kept in %s: run the same command with --resume to continue.\n", interrupted.Written, part)
 			}
 		} else {
 			f.Close()
 			os.Remove(part)
-			os.Remove(etagFile)
+			os.Remove(stateFile)
 		}
-		return nil, err
+		return nil, false, err
 	}
-	os.Remove(etagFile)
 	if err := f.Sync(); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if err := f.Close(); err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	return obj, os.Rename(part, file)
+	if err := os.Rename(part, file); err != nil {
+		return nil, false, err
+	}
+	os.Remove(stateFile)
+	return obj, resume, nil
 }
 
 func newStatCommand(stdio stdio, lookupEnv lookupEnvFunc) *cobra.Command {
 	var flags clientFlags
 	cmd := &cobra.Command{
-		Use:   "stat [flags] KEY",
-		Short: "Print the attributes of the object KEY",
-		Args:  exactArgs(1),
+		Use:     "stat [flags] KEY",
+		Short:   "Print the attributes of the object KEY",
+		Example: `  ferry stat videos/video.mov`,
+		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := flags.resolve(cmd, lookupEnv)
 			if err != nil {
@@ -317,7 +390,9 @@ func newListCommand(stdio stdio, lookupEnv lookupEnvFunc) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "ls [flags] [PREFIX]",
 		Short: "List the objects whose keys start with PREFIX: size, last modified, key",
-		Args:  maxArgs(1),
+		Example: `  ferry ls
+  ferry ls videos/`,
+		Args: maxArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := flags.resolve(cmd, lookupEnv)
 			if err != nil {
@@ -349,9 +424,10 @@ func newListCommand(stdio stdio, lookupEnv lookupEnvFunc) *cobra.Command {
 func newRemoveCommand(stdio stdio, lookupEnv lookupEnvFunc) *cobra.Command {
 	var flags clientFlags
 	cmd := &cobra.Command{
-		Use:   "rm [flags] KEY",
-		Short: "Delete the object KEY (deleting a missing key succeeds)",
-		Args:  exactArgs(1),
+		Use:     "rm [flags] KEY",
+		Short:   "Delete the object KEY (deleting a missing key succeeds)",
+		Example: `  ferry rm videos/video.mov`,
+		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := flags.resolve(cmd, lookupEnv)
 			if err != nil {

@@ -74,8 +74,27 @@ func (s *uploadState) save(path string) error {
 	if err != nil {
 		return err
 	}
+	return writeFileAtomic(path, b, 0o600)
+}
+
+// writeFileAtomic writes b to path through a synced temporary file renamed
+// over it, so that after a crash or power loss path holds either the old
+// content or b.
+func writeFileAtomic(path string, b []byte, perm os.FileMode) error {
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
 		return err
 	}
 	return os.Rename(tmp, path)
@@ -90,10 +109,11 @@ func (s *uploadState) matches(fi os.FileInfo) bool {
 // autoResume makes `ferry upload FILE KEY` continue the upload that the
 // same command left interrupted, through the state file uploadStatePath.
 type autoResume struct {
-	stderr io.Writer
-	quiet  bool
-	path   string      // the state file, "" when there is none to keep
-	fi     os.FileInfo // the file being uploaded
+	stderr    io.Writer
+	quiet     bool
+	chunkSize int64       // the chunk size asked for, 0 for the server's
+	path      string      // the state file, "" when there is none to keep
+	fi        os.FileInfo // the file being uploaded
 }
 
 // prepare returns the upload ID to resume, or "" to start anew. A state
@@ -132,21 +152,35 @@ func (a *autoResume) prepare(ctx context.Context, client ferryv1connect.UploadSe
 	return state.UploadID, nil
 }
 
+// created records the state of the new upload uploadID at once (an
+// [upload.UploaderOptions.Created] callback), so that running the same
+// command again continues it even after this process is killed or the
+// machine restarts.
+func (a *autoResume) created(uploadID string) {
+	if a.path != "" {
+		_ = a.state(uploadID).save(a.path)
+	}
+}
+
 // finish keeps the state of an interrupted upload, and removes it after
 // any other outcome.
-func (a *autoResume) finish(err error, chunkSize int64) {
+func (a *autoResume) finish(err error) {
 	if a.path == "" {
 		return
 	}
 	var interrupted *upload.InterruptedError
 	if errors.As(err, &interrupted) {
-		s := &uploadState{UploadID: interrupted.UploadID, Size: a.fi.Size(), ModTimeNS: a.fi.ModTime().UnixNano(), ChunkSize: chunkSize}
-		if s.save(a.path) == nil {
+		if a.state(interrupted.UploadID).save(a.path) == nil {
 			a.say("To continue upload %s, run the same command again.\n", interrupted.UploadID)
 		}
 		return
 	}
 	os.Remove(a.path)
+}
+
+// state is the state to keep for the upload uploadID of a.fi.
+func (a *autoResume) state(uploadID string) *uploadState {
+	return &uploadState{UploadID: uploadID, Size: a.fi.Size(), ModTimeNS: a.fi.ModTime().UnixNano(), ChunkSize: a.chunkSize}
 }
 
 func (a *autoResume) say(format string, args ...any) {

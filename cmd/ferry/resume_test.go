@@ -170,8 +170,12 @@ func TestAutoResumeFinish(t *testing.T) {
 	}
 	path := filepath.Join(t.TempDir(), "ferry", "uploads", "x.json")
 	var stderr bytes.Buffer
-	a := autoResume{stderr: &stderr, path: path, fi: fi}
-	a.finish(&upload.InterruptedError{UploadID: "id-1", Err: context.Canceled}, 5<<20)
+	a := autoResume{stderr: &stderr, path: path, fi: fi, chunkSize: 5 << 20}
+	a.created("id-0") // recorded at once, before any chunk is sent
+	if s, err := loadUploadState(path); err != nil || s == nil || s.UploadID != "id-0" || !s.matches(fi) {
+		t.Fatalf("state after creation: %+v, %v", s, err)
+	}
+	a.finish(&upload.InterruptedError{UploadID: "id-1", Err: context.Canceled})
 	s, err := loadUploadState(path)
 	if err != nil || s == nil || s.UploadID != "id-1" || !s.matches(fi) || s.ChunkSize != 5<<20 {
 		t.Fatalf("state after an interruption: %+v, %v", s, err)
@@ -179,7 +183,7 @@ func TestAutoResumeFinish(t *testing.T) {
 	if !strings.Contains(stderr.String(), "run the same command again") {
 		t.Errorf("stderr %q does not say how to resume", stderr.String())
 	}
-	a.finish(nil, 0)
+	a.finish(nil)
 	if _, err := os.Stat(path); !os.IsNotExist(err) {
 		t.Errorf("the state file is left after success: %v", err)
 	}

@@ -12,11 +12,15 @@ import (
 	"github.com/ferryhq/ferry/upload"
 )
 
-// Exit statuses of the ferry command.
+// Exit statuses of the ferry command, for scripts: 0 success, 1 a failed
+// transfer or call (the message names its Connect code), 2 a command line
+// that cannot run, 130 interrupted by SIGINT or SIGTERM (what was sent or
+// received is kept for the same command to continue).
 const (
-	exitOK    = 0
-	exitError = 1
-	exitUsage = 2
+	exitOK          = 0
+	exitError       = 1
+	exitUsage       = 2
+	exitInterrupted = 130
 )
 
 // stdio is where a command reads and writes.
@@ -53,6 +57,9 @@ func run(ctx context.Context, args []string, stdio stdio, lookupEnv lookupEnvFun
 		return exitUsage
 	}
 	printError(stdio.err, cmd.CommandPath(), err)
+	if ctx.Err() != nil {
+		return exitInterrupted
+	}
 	return exitError
 }
 
@@ -78,7 +85,28 @@ func newRootCommand(stdio stdio, lookupEnv lookupEnvFunc) *cobra.Command {
 		Long: `ferry moves files of any size between clients and S3-compatible object
 storage over Connect RPC. One server speaks Connect, gRPC and gRPC-Web on
 one port; uploads are resumable chunked multipart uploads whose state lives
-in the object store; downloads are ranged and resumable.`,
+in the object store; downloads are ranged and resumable.
+
+The client commands read their settings from flags or the environment:
+  --server       FERRY_SERVER       server URL (default http://127.0.0.1:8080)
+  --protocol     FERRY_PROTOCOL     connect, grpc or grpcweb (default connect)
+  --token        FERRY_TOKEN        bearer token for a server that requires one
+  --ca-cert      FERRY_CA_CERT      PEM CA certificates for an https:// server
+  --concurrency  FERRY_CONCURRENCY  parallel streams (default 4)
+  --chunk-size   FERRY_CHUNK_SIZE   chunk size, such as 16MiB
+Interrupted uploads and downloads continue when the same command is run
+again; upload state is kept under FERRY_CACHE_DIR (default: the user's
+cache directory).
+
+Exit status: 0 success; 1 a failed transfer or call (the message names
+its Connect code, such as not_found or permission_denied); 2 a command
+line that cannot run; 130 interrupted by Ctrl-C or SIGTERM.`,
+		Example: `  ferry serve --data /srv/ferry
+  ferry upload ./backup.tar.zst backups/2026-11-22.tar.zst
+  tar c ./site | ferry upload - site.tar
+  ferry download backups/2026-11-22.tar.zst ./restore.tar.zst
+  ferry sync ./site web/
+  ferry ls backups/`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		Args: func(_ *cobra.Command, args []string) error {

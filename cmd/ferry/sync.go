@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -50,13 +51,12 @@ Examples:
 				return err
 			}
 			opts.Concurrency = cfg.concurrency
-			if verbose || opts.DryRun {
-				opts.Log = func(line string) { fmt.Fprintln(stdio.err, line) }
-			} else {
-				opts.Log = func(line string) {
-					if len(line) > 5 && line[:5] == "skip " {
-						fmt.Fprintln(stdio.err, line)
-					}
+			progress := newProgress(stdio.err, cfg.quiet || opts.DryRun, jsonOut)
+			opts.Progress = progress.sync()
+			say := progress.say(stdio.err)
+			opts.Log = func(line string) {
+				if verbose || opts.DryRun || strings.HasPrefix(line, "skip ") {
+					say("%s", line)
 				}
 			}
 			isDir := func(p string) bool {
@@ -66,14 +66,15 @@ Examples:
 			var res *upload.SyncResult
 			switch {
 			case !downloadMode && isDir(args[0]):
-				u := upload.NewUploader(cfg.uploadClient(), upload.UploaderOptions{Retry: cfg.retryPolicy(stdio.err, nil)})
+				u := upload.NewUploader(cfg.uploadClient(), upload.UploaderOptions{Retry: cfg.retryPolicy(stdio.err, progress)})
 				res, err = upload.Sync(cmd.Context(), u, cfg.objectClient(), args[0], args[1], opts)
 			case isDir(args[1]):
-				d := download.NewDownloader(cfg.downloadClient(), download.DownloaderOptions{Retry: cfg.retryPolicy(stdio.err, nil)})
+				d := download.NewDownloader(cfg.downloadClient(), download.DownloaderOptions{Retry: cfg.retryPolicy(stdio.err, progress)})
 				res, err = download.Sync(cmd.Context(), d, cfg.objectClient(), args[0], args[1], opts)
 			default:
 				return usagef("neither %q nor %q is an existing directory", args[0], args[1])
 			}
+			progress.wait()
 			if res != nil {
 				if jsonOut {
 					b, _ := json.Marshal(res)
@@ -91,8 +92,9 @@ Examples:
 	fs.IntVar(&flags.concurrency, "concurrency", 4, "files transferred at once")
 	fs.BoolVar(&opts.Delete, "delete", false, "delete what has no counterpart on the other side")
 	fs.BoolVar(&opts.DryRun, "dry-run", false, "print what would be done and do nothing")
-	fs.BoolVar(&jsonOut, "json", false, "print the summary as JSON")
+	fs.BoolVar(&jsonOut, "json", false, "print the summary as one JSON object (files, uploaded, skipped, deleted, failed, bytes_sent, seconds) and progress as JSON lines on standard error")
 	fs.BoolVarP(&verbose, "verbose", "v", false, "print each file transferred or deleted")
+	fs.BoolVarP(&flags.quiet, "quiet", "q", false, "show no progress")
 	fs.BoolVar(&downloadMode, "download", false, "download PREFIX into LOCAL_DIR (the arguments are PREFIX LOCAL_DIR)")
 	return cmd
 }
