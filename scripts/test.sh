@@ -2,15 +2,20 @@
 # test.sh runs every check and test of ferry, on a fresh machine too:
 #
 #   1. tools       install the pinned tools (scripts/tools.sh; the first run
-#                  builds MinIO from source, about 5 minutes)
+#                  builds MinIO from source, about 5 minutes) and Debian's
+#                  chromium for the browser tests (scripts/chromium.sh)
 #   2. gofmt       no Go file needs formatting
 #   3. go vet      go vet ./...
 #   4. buf lint    the protos follow buf's STANDARD rules
-#   5. gen-proto   the committed generated code matches the protos
-#   6. minio       start a throwaway MinIO server (stopped on any exit)
-#   7. go test     go test -race -count=1 ./... with FERRY_REQUIRE_S3=1, so
-#                  tests that need S3 fail instead of skipping
-#   8. fuzz        the upload request decoding/validation fuzz target, for a
+#   5. gen-proto   the committed generated code (Go and TypeScript) matches
+#                  the protos
+#   6. web         the browser page type-checks and the committed built
+#                  assets (web/dist) match a fresh build (scripts/web.sh)
+#   7. minio       start a throwaway MinIO server (stopped on any exit)
+#   8. go test     go test -race -count=1 ./... with FERRY_REQUIRE_S3=1 and
+#                  FERRY_REQUIRE_BROWSER=1, so tests that need S3 or a
+#                  browser fail instead of skipping
+#   9. fuzz        the upload request decoding/validation fuzz target, for a
 #                  bounded time (FERRY_FUZZ_TIME, default 20s)
 #
 # It stops at the first failing step and names it. Environment:
@@ -59,6 +64,7 @@ trap 'exit 143' TERM
 
 begin tools
 bash scripts/tools.sh
+bash scripts/chromium.sh
 end
 
 begin gofmt
@@ -83,12 +89,17 @@ begin gen-proto
 bash scripts/gen-proto.sh --check
 end
 
+begin web
+bash scripts/web.sh --check
+end
+
 begin minio
 eval "$(bash scripts/minio.sh start)"
 end
 
 begin "go test"
 export FERRY_REQUIRE_S3=1
+export FERRY_REQUIRE_BROWSER=1
 # shellcheck disable=SC2086 # FERRY_TEST_ARGS is a list of arguments.
 go test -race -count=1 -timeout "${FERRY_TEST_TIMEOUT:-45m}" ${FERRY_TEST_ARGS:-} ./...
 end

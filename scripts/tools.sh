@@ -6,7 +6,10 @@
 #   protoc-gen-go          Go code for the protos
 #   protoc-gen-connect-go  Connect code for the protos
 #   grpcurl                a stock gRPC client, used by the integration tests
-#   buf                    from npm ci in web/ (web/package-lock.json pins it)
+#   buf                    from npm ci in web/ (web/package-lock.json pins it),
+#                          with the browser page's toolchain: protoc-gen-es,
+#                          connect-web, esbuild, typescript and playwright-core
+#                          (the browser itself: scripts/chromium.sh)
 #
 # Each tool is installed only when missing or at another version, so a second
 # run takes about a second. The first run builds MinIO from source (about

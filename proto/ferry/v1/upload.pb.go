@@ -37,11 +37,11 @@ type UploadSpec struct {
 	// User metadata stored with the object (S3 x-amz-meta-*): keys are
 	// lower-case letters, digits and '-'; at most 2 KiB in all.
 	Metadata map[string]string `protobuf:"bytes,4,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	// Chunk size in bytes; 0 lets the server choose (8 MiB, or more when the
-	// size needs it to stay within 10,000 chunks). S3 requires parts of at
-	// least 5 MiB (5,242,880 bytes) except the last, and at most 10,000 parts,
-	// so chunk_size must be >= 5 MiB unless the object fits in one chunk, and
-	// at most the server's maximum (64 MiB by default).
+	// Chunk size in bytes; 0 lets the server choose (7 MiB by default, or
+	// more when the size needs it to stay within 10,000 chunks). S3 requires
+	// parts of at least 5 MiB (5,242,880 bytes) except the last, and at most
+	// 10,000 parts, so chunk_size must be >= 5 MiB unless the object fits in
+	// one chunk, and at most the server's maximum (64 MiB by default).
 	ChunkSize int64 `protobuf:"varint,5,opt,name=chunk_size,json=chunkSize,proto3" json:"chunk_size,omitempty"`
 	// Expected CRC32C of the whole object, when the client knows it up front.
 	// Completion fails with FAILED_PRECONDITION if the stored bytes differ.
