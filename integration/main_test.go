@@ -1,7 +1,8 @@
 // Package integration tests ferry end to end: the real ferry binary, built
 // once by TestMain, serving over real sockets in front of a real MinIO server
-// (or the embedded disk store), driven by the real ferry CLI and by stock
-// clients (grpc-go, grpcurl) that share no code with ferry's own.
+// (or the embedded disk store), driven by the real ferry CLI, by stock
+// clients (grpc-go, grpcurl) that share no code with ferry's own, and by a
+// real browser (Chromium through playwright-core) on the embedded page.
 //
 // Environment (see scripts/test.sh, which sets all of it):
 //
@@ -10,6 +11,10 @@
 //	FERRY_TEST_S3_SECRET_KEY  its secret key
 //	FERRY_REQUIRE_S3=1        fail, not skip, the S3 tests when the above are unset
 //	FERRY_TEST_GRPCURL        path of grpcurl (default: the tools dir, then PATH)
+//	FERRY_REQUIRE_BROWSER=1   fail, not skip, the browser tests when node, Chromium
+//	                          or playwright-core (web/node_modules) are missing
+//	FERRY_TEST_CHROMIUM       path of Chromium (default /usr/bin/chromium)
+//	FERRY_TEST_FAULT_SEED     replay the random kill points of the fault tests
 //
 // Each test that needs S3 creates its own bucket, so tests run in parallel
 // and leave nothing behind in a shared server.

@@ -135,12 +135,28 @@ type CompleteOptions struct {
 	// object with the key already exists (S3 If-None-Match: *). The check
 	// and the write are atomic.
 	IfNoneMatch bool
+	// PartsListed tells the store that the parts given were just read from
+	// its ListParts for this upload, so their sizes and CRC32Cs are the
+	// committed ones: a store that would list the parts again to check them
+	// may skip that request. Parts replaced since (another ETag or CRC32C)
+	// are still refused with [ErrInvalidPart]; a size that differs with the
+	// same ETag is then the caller's error, not checked.
+	PartsListed bool
 }
 
 // PutOptions control [Store.PutObject].
 type PutOptions struct {
 	// ContentType is the MIME type; empty means application/octet-stream.
 	ContentType string
+	// Metadata is user metadata (S3 x-amz-meta-*). Keys are lower-case.
+	Metadata map[string]string
+	// CRC32C, when HasCRC32C is set, is the CRC32C (Castagnoli) the bytes
+	// must have: the store checks it before the object becomes visible and
+	// fails with [ErrChecksumMismatch], storing nothing, when it differs.
+	// The stored object then records it as its full-object CRC32C.
+	CRC32C uint32
+	// HasCRC32C reports whether CRC32C is set.
+	HasCRC32C bool
 	// IfNoneMatch makes the put fail with [ErrPreconditionFailed] when an
 	// object with the key already exists. The check and the write are atomic.
 	IfNoneMatch bool
@@ -210,8 +226,12 @@ type Store interface {
 	// [ErrUploadNotFound] for an unknown upload.
 	AbortMultipartUpload(ctx context.Context, key, uploadID string) error
 
-	// PutObject writes a small object (at most a few MiB: ferry uses it for
-	// upload manifests) from r, which yields exactly size bytes.
+	// PutObject writes an object in one request from r, which yields
+	// exactly size bytes; otherwise nothing is written. ferry uses it for
+	// upload manifests and for uploads that fit in one chunk (at most the
+	// largest chunk size), so it must take at least 64 MiB. The object
+	// replaces any object with the key atomically; see [PutOptions] for the
+	// conditional and the checksummed forms.
 	PutObject(ctx context.Context, key string, r io.Reader, size int64, opts PutOptions) (ObjectInfo, error)
 
 	// ReadObject opens the byte range [offset, offset+length) of an object;

@@ -31,11 +31,18 @@ func (s *Service) Upload(ctx context.Context, stream *connect.ClientStream[ferry
 	}
 	var m *manifest
 	var err error
+	var ahead []*ferryv1.UploadRequest // read by oneShot, not yet handled
 	switch t := header.GetTarget().(type) {
 	case *ferryv1.UploadHeader_Create:
-		m, err = s.create(ctx, t.Create)
+		var res *ferryv1.UploadResponse
+		if res, ahead, err = s.oneShot(ctx, stream, t.Create); res != nil {
+			return connect.NewResponse(res), nil
+		}
+		if err == nil {
+			m, err = s.create(ctx, t.Create)
+		}
 	case *ferryv1.UploadHeader_UploadId:
-		m, err = s.loadManifest(ctx, t.UploadId)
+		m, err = s.openUpload(ctx, t.UploadId)
 	default:
 		err = errorf(ErrInvalidArgument, "the header must create an upload or name one")
 	}
@@ -44,8 +51,11 @@ func (s *Service) Upload(ctx context.Context, stream *connect.ClientStream[ferry
 	}
 	res := &ferryv1.UploadResponse{UploadId: m.UploadID}
 	var finish *ferryv1.UploadFinish
-	for stream.Receive() {
+	for len(ahead) > 0 || stream.Receive() {
 		msg := stream.Msg()
+		if len(ahead) > 0 {
+			msg, ahead = ahead[0], ahead[1:]
+		}
 		if finish != nil {
 			return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("no message may follow the finish"))
 		}
@@ -87,7 +97,7 @@ func (s *Service) CreateUpload(ctx context.Context, req *connect.Request[ferryv1
 
 // PutChunk implements UploadService.PutChunk.
 func (s *Service) PutChunk(ctx context.Context, req *connect.Request[ferryv1.PutChunkRequest]) (*connect.Response[ferryv1.PutChunkResponse], error) {
-	m, err := s.loadManifest(ctx, req.Msg.GetUploadId())
+	m, err := s.openUpload(ctx, req.Msg.GetUploadId())
 	if err != nil {
 		return nil, ConnectError(err)
 	}
@@ -101,7 +111,7 @@ func (s *Service) PutChunk(ctx context.Context, req *connect.Request[ferryv1.Put
 // GetUpload implements UploadService.GetUpload. page_token is the index of
 // the last chunk of the previous page, in decimal.
 func (s *Service) GetUpload(ctx context.Context, req *connect.Request[ferryv1.GetUploadRequest]) (*connect.Response[ferryv1.GetUploadResponse], error) {
-	m, err := s.loadManifest(ctx, req.Msg.GetUploadId())
+	m, err := s.openUpload(ctx, req.Msg.GetUploadId())
 	if err != nil {
 		return nil, ConnectError(err)
 	}
@@ -137,7 +147,7 @@ func (s *Service) GetUpload(ctx context.Context, req *connect.Request[ferryv1.Ge
 
 // CompleteUpload implements UploadService.CompleteUpload.
 func (s *Service) CompleteUpload(ctx context.Context, req *connect.Request[ferryv1.CompleteUploadRequest]) (*connect.Response[ferryv1.CompleteUploadResponse], error) {
-	m, err := s.loadManifest(ctx, req.Msg.GetUploadId())
+	m, err := s.openUpload(ctx, req.Msg.GetUploadId())
 	if err != nil {
 		return nil, ConnectError(err)
 	}
@@ -150,7 +160,7 @@ func (s *Service) CompleteUpload(ctx context.Context, req *connect.Request[ferry
 
 // AbortUpload implements UploadService.AbortUpload.
 func (s *Service) AbortUpload(ctx context.Context, req *connect.Request[ferryv1.AbortUploadRequest]) (*connect.Response[ferryv1.AbortUploadResponse], error) {
-	m, err := s.loadManifest(ctx, req.Msg.GetUploadId())
+	m, err := s.openUpload(ctx, req.Msg.GetUploadId())
 	if err != nil {
 		return nil, ConnectError(err)
 	}

@@ -10,9 +10,13 @@ import (
 // Defaults for [Config].
 const (
 	// DefaultChunkSize is the chunk size chosen when a client asks for none:
-	// 8 MiB, so an object of up to 78 GiB fits in S3's 10,000 parts; larger
-	// objects get larger chunks.
-	DefaultChunkSize = 8 << 20
+	// 7 MiB, so an object of up to 68 GiB fits in S3's 10,000 parts; larger
+	// objects get larger chunks. It is the largest whole number of MiB whose
+	// message fits the read and write buffers of at most 8 MiB that
+	// connect-go recycles: with 8 MiB chunks every message allocated and
+	// grew a fresh 16 MiB buffer, which cost the server twice the CPU per
+	// GiB uploaded (see docs/benchmarks.md).
+	DefaultChunkSize = 7 << 20
 	// DefaultMaxChunkSize is the largest chunk a server accepts unless
 	// configured otherwise: 64 MiB, so objects of up to 625 GiB can be
 	// uploaded. Each chunk in flight is held in server memory once.

@@ -21,7 +21,7 @@ type Config struct {
 	// Store holds the uploads and the objects. Required.
 	Store store.Store
 	// ChunkSize is the chunk size, in bytes, given to uploads whose client
-	// asks for none. Default [DefaultChunkSize] (8 MiB).
+	// asks for none. Default [DefaultChunkSize] (7 MiB).
 	ChunkSize int64
 	// MaxChunkSize is the largest chunk size, in bytes, an upload may have.
 	// A chunk is held in server memory while it is stored, so this bounds
@@ -35,6 +35,19 @@ type Config struct {
 	Logger *slog.Logger
 	// Now returns the current time. Default time.Now; tests set it.
 	Now func() time.Time
+	// Authorize, when set, is called with the key of an upload named by its
+	// ID (PutChunk, GetUpload, CompleteUpload, AbortUpload, and an Upload
+	// stream whose header names an upload_id) once its manifest is loaded.
+	// When it returns an error the request is answered NotFound exactly as
+	// for an upload ID that never existed, so a caller learns nothing about
+	// uploads it may not touch; the error is only logged (at debug level).
+	// Default nil: every upload ID may be used. Servers with tokens set
+	// auth.AuthorizeUpload.
+	Authorize func(ctx context.Context, key string) error
+	// MaxObjectSize is the largest object, in bytes, an upload may create:
+	// a larger declared size, a chunk ending past it or a completion size
+	// over it is InvalidArgument. Default 0: S3's limit of 5 TiB.
+	MaxObjectSize int64
 }
 
 // Service implements ferry's upload rules on a [store.Store] and serves them
@@ -51,6 +64,9 @@ type Service struct {
 
 	manifests manifestCache
 	loads     singleflight.Group
+
+	authorize     func(ctx context.Context, key string) error
+	maxObjectSize int64
 }
 
 // NewService returns a Service for cfg, with defaults filled in. It fails
@@ -63,6 +79,12 @@ func NewService(cfg Config) (*Service, error) {
 		ttl:          cfg.TTL,
 		log:          cfg.Logger,
 		now:          cfg.Now,
+
+		authorize:     cfg.Authorize,
+		maxObjectSize: cfg.MaxObjectSize,
+	}
+	if s.maxObjectSize == 0 {
+		s.maxObjectSize = s3MaxObjectSize
 	}
 	if s.store == nil {
 		return nil, errors.New("upload: Config.Store is nil")
@@ -93,6 +115,33 @@ func NewService(cfg Config) (*Service, error) {
 	return s, nil
 }
 
+// s3MaxObjectSize is the largest object S3 stores: 5 TiB.
+const s3MaxObjectSize = 5 << 40
+
+// openUpload loads the manifest of upload id and checks it with the
+// Authorize hook: an upload the caller may not touch is not found, with
+// the same message as one that never existed.
+func (s *Service) openUpload(ctx context.Context, id string) (*manifest, error) {
+	m, err := s.loadManifest(ctx, id)
+	if err != nil || s.authorize == nil {
+		return m, err
+	}
+	if err := s.authorize(ctx, m.Key); err != nil {
+		s.log.DebugContext(ctx, "upload refused", "upload_id", id, "err", err)
+		return nil, uploadNotFound(id)
+	}
+	return m, nil
+}
+
+// checkObjectSize refuses an object of size bytes, or a chunk ending at
+// byte size, over the configured maximum.
+func (s *Service) checkObjectSize(size int64) error {
+	if size > s.maxObjectSize {
+		return errorf(ErrInvalidArgument, "object size %d bytes exceeds this server's maximum of %d bytes", size, s.maxObjectSize)
+	}
+	return nil
+}
+
 // MaxChunkSize returns the largest chunk, in bytes, the service accepts.
 // Servers set their RPC read limit a little above it.
 func (s *Service) MaxChunkSize() int64 { return s.maxChunkSize }
@@ -101,27 +150,8 @@ func (s *Service) MaxChunkSize() int64 { return s.maxChunkSize }
 // first, then the manifest that names it. If the manifest cannot be written
 // the multipart upload is aborted, so nothing leaks.
 func (s *Service) create(ctx context.Context, spec *ferryv1.UploadSpec) (*manifest, error) {
-	if spec == nil {
-		return nil, errorf(ErrInvalidArgument, "upload spec is missing")
-	}
-	if err := store.ValidateKey(spec.GetKey()); err != nil {
-		return nil, err
-	}
-	size := int64(-1)
-	if spec.Size != nil {
-		size = spec.GetSize()
-		if size < 0 {
-			return nil, errorf(ErrInvalidArgument, "size must not be negative, got %d", size)
-		}
-	}
-	chunk, err := chooseChunkSize(size, spec.GetChunkSize(), s.chunkSize, s.maxChunkSize)
+	size, chunk, err := s.checkSpec(spec)
 	if err != nil {
-		return nil, err
-	}
-	if err := checkContentType(spec.GetContentType()); err != nil {
-		return nil, err
-	}
-	if err := checkMetadata(spec.GetMetadata()); err != nil {
 		return nil, err
 	}
 	storeID, err := s.store.CreateMultipartUpload(ctx, spec.GetKey(), store.CreateOptions{
@@ -154,6 +184,38 @@ func (s *Service) create(ctx context.Context, spec *ferryv1.UploadSpec) (*manife
 	return m, nil
 }
 
+// checkSpec validates the spec of a new upload and returns its size (-1
+// when not given) and the chunk size it gets.
+func (s *Service) checkSpec(spec *ferryv1.UploadSpec) (size, chunk int64, err error) {
+	if spec == nil {
+		return 0, 0, errorf(ErrInvalidArgument, "upload spec is missing")
+	}
+	if err := store.ValidateKey(spec.GetKey()); err != nil {
+		return 0, 0, err
+	}
+	size = -1
+	if spec.Size != nil {
+		size = spec.GetSize()
+		if size < 0 {
+			return 0, 0, errorf(ErrInvalidArgument, "size must not be negative, got %d", size)
+		}
+	}
+	chunk, err = chooseChunkSize(size, spec.GetChunkSize(), s.chunkSize, s.maxChunkSize)
+	if err != nil {
+		return 0, 0, err
+	}
+	if err := s.checkObjectSize(size); err != nil {
+		return 0, 0, err
+	}
+	if err := checkContentType(spec.GetContentType()); err != nil {
+		return 0, 0, err
+	}
+	if err := checkMetadata(spec.GetMetadata()); err != nil {
+		return 0, 0, err
+	}
+	return size, chunk, nil
+}
+
 // putChunk checks chunk c against the rules of upload m and commits it. The
 // store verifies the CRC32C while it streams the part, and stores nothing
 // when it differs.
@@ -163,6 +225,9 @@ func (s *Service) putChunk(ctx context.Context, m *manifest, c *ferryv1.Chunk) (
 	}
 	n := int64(len(c.GetData()))
 	if err := m.geometry().checkChunk(c.GetIndex(), n); err != nil {
+		return store.Part{}, err
+	}
+	if err := s.checkObjectSize(c.GetIndex()*m.ChunkSize + n); err != nil {
 		return store.Part{}, err
 	}
 	if c.Crc32C == nil {
@@ -213,6 +278,9 @@ func (s *Service) complete(ctx context.Context, m *manifest, size *int64, crc *u
 	case total < 0:
 		return store.ObjectInfo{}, 0, errorf(ErrInvalidArgument, "size is required: the upload was created without one")
 	}
+	if err := s.checkObjectSize(total); err != nil {
+		return store.ObjectInfo{}, 0, err
+	}
 	count := chunkCount(total, m.ChunkSize)
 	if count > store.MaxParts {
 		return store.ObjectInfo{}, 0, errorf(ErrInvalidArgument, "%d bytes in chunks of %d bytes is %d chunks; S3 allows at most %d parts", total, m.ChunkSize, count, store.MaxParts)
@@ -262,6 +330,7 @@ func (s *Service) complete(ctx context.Context, m *manifest, size *int64, crc *u
 	info, err := s.store.CompleteMultipartUpload(ctx, m.Key, m.StoreUploadID, parts, store.CompleteOptions{
 		CRC32C:      objectCRC,
 		IfNoneMatch: m.IfNoneMatch,
+		PartsListed: true, // just listed above
 	})
 	switch {
 	case errors.Is(err, store.ErrPreconditionFailed) && m.IfNoneMatch:

@@ -168,6 +168,10 @@ func (cfg clientConfig) httpClient() *http.Client {
 		t.Protocols = new(http.Protocols)
 		t.Protocols.SetHTTP2(true)
 		t.Protocols.SetUnencryptedHTTP2(true)
+		// Frames of up to 1 MiB instead of HTTP/2's default 16 KiB: a
+		// download's 1 MiB data messages then cost the server one frame
+		// each (about 20% less server CPU per GiB; docs/benchmarks.md).
+		t.HTTP2 = &http.HTTP2Config{MaxReadFrameSize: 1 << 20}
 	}
 	return &http.Client{Transport: t}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"time"
 
@@ -27,7 +29,9 @@ import (
 	"github.com/ferryhq/ferry/store"
 	"github.com/ferryhq/ferry/store/diskstore"
 	"github.com/ferryhq/ferry/store/s3store"
+	"github.com/ferryhq/ferry/telemetry"
 	"github.com/ferryhq/ferry/upload"
+	"github.com/ferryhq/ferry/web"
 )
 
 // serveConfig is what `ferry serve` runs with.
@@ -41,18 +45,44 @@ type serveConfig struct {
 	corsOrigins     []string
 	logLevel        slog.Level
 	shutdownTimeout time.Duration
+	// security is authentication, TLS, object size and per-token limits,
+	// timeouts and metrics (serve_security.go, docs/security.md).
+	security securityConfig
+	// limits bound the memory of transfers (--max-inflight-bytes,
+	// --max-streams, --limit-wait).
+	limits upload.Limits
 }
 
 // HTTP server limits. Streams carry whole files, so there is no timeout on
-// a request or response as a whole; a stalled peer is cut off by the
-// transport's idle timeout and the client's own deadline.
+// a request or response as a whole; a stalled peer is cut off by
+// --stream-idle-timeout (serve_idle.go), and headers and keep-alive
+// connections by --read-header-timeout and --http-idle-timeout.
 const (
-	readHeaderTimeout = 10 * time.Second
-	idleTimeout       = 2 * time.Minute
-	maxHeaderBytes    = 64 << 10
+	maxHeaderBytes = 64 << 10
 	// sendMaxBytes bounds every message the server sends: download data
 	// messages are at most 1 MiB.
 	sendMaxBytes = 2 << 20
+)
+
+// http2Config tunes HTTP/2 for streams that carry whole chunks. A client
+// may send frames of up to 1 MiB. The connection's receive window is the
+// sum of the windows of the most streams a connection may have, so that
+// streams held back by the transfer limits (upload.Limiter), whose
+// buffered data keeps its share of the connection window until it is
+// read, can never starve a stream on the same connection that holds part
+// of the budget and needs the rest of its message: without this, limits
+// that wait could deadlock a connection. The windows are also the most a
+// connection buffers in server memory: 8 MiB.
+var http2Config = &http.HTTP2Config{
+	MaxConcurrentStreams:          http2MaxStreams,
+	MaxReadFrameSize:              1 << 20,
+	MaxReceiveBufferPerStream:     http2StreamWindow,
+	MaxReceiveBufferPerConnection: http2MaxStreams * http2StreamWindow,
+}
+
+const (
+	http2MaxStreams   = 32
+	http2StreamWindow = 256 << 10
 )
 
 // serveFunc runs a server with its configuration: [serve], or a stand-in
@@ -64,6 +94,7 @@ func newServeCommand(stdio stdio, lookupEnv lookupEnvFunc, start serveFunc) *cob
 		cfg                     serveConfig
 		chunkSize, maxChunkSize string
 		logLevel                string
+		maxInflight             string
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -82,6 +113,15 @@ FERRY_S3_CREATE_BUCKET). Flags win over the environment.`,
 			if err := cfg.resolve(cmd, lookupEnv, chunkSize, maxChunkSize, logLevel); err != nil {
 				return err
 			}
+			if err := cfg.security.resolve(cmd.Flags(), lookupEnv); err != nil {
+				return err
+			}
+			if err := cfg.security.checkListenAddr(cfg.addr); err != nil {
+				return err
+			}
+			if err := cfg.resolveLimits(cmd.Flags().Changed("max-inflight-bytes"), maxInflight); err != nil {
+				return err
+			}
 			log := slog.New(slog.NewTextHandler(stdio.err, &slog.HandlerOptions{Level: cfg.logLevel}))
 			return start(cmd.Context(), cfg, log)
 		},
@@ -96,12 +136,16 @@ FERRY_S3_CREATE_BUCKET). Flags win over the environment.`,
 	f.StringVar(&cfg.s3.Region, "s3-region", "", "S3 region (env FERRY_S3_REGION)")
 	f.BoolVar(&cfg.s3.Insecure, "s3-insecure", false, "use plain HTTP for an S3 endpoint without a scheme (env FERRY_S3_INSECURE)")
 	f.BoolVar(&cfg.s3.CreateBucket, "s3-create-bucket", false, "create the S3 bucket if it does not exist (env FERRY_S3_CREATE_BUCKET)")
-	f.StringVar(&chunkSize, "chunk-size", "8MiB", "chunk `size` of uploads whose client asks for none (at least 5MiB)")
+	f.StringVar(&chunkSize, "chunk-size", "7MiB", "chunk `size` of uploads whose client asks for none (at least 5MiB)")
 	f.StringVar(&maxChunkSize, "max-chunk-size", "64MiB", "largest chunk `size` accepted; bounds server memory per stream")
 	f.DurationVar(&cfg.uploadTTL, "upload-ttl", 24*time.Hour, "abort uploads idle for this `duration`")
 	f.StringArrayVar(&cfg.corsOrigins, "cors-origin", nil, "allow browser requests from this `origin` (repeatable; * for any)")
 	f.StringVar(&logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+	f.StringVar(&maxInflight, "max-inflight-bytes", "96MiB", "upload chunk bytes held in memory at once, over all requests; bounds server memory, with a Go heap soft limit of 3x this plus 128MiB unless GOMEMLIMIT is set (at least --max-chunk-size plus 1MiB)")
+	f.IntVar(&cfg.limits.MaxStreams, "max-streams", upload.DefaultMaxStreams, "upload and download requests served at once; more wait")
+	f.DurationVar(&cfg.limits.Wait, "limit-wait", upload.DefaultLimitWait, "how long a request waits for room under the limits before RESOURCE_EXHAUSTED")
 	f.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGINT or SIGTERM, wait this `duration` for requests in progress")
+	addSecurityFlags(f, &cfg.security)
 	return cmd
 }
 
@@ -166,6 +210,37 @@ func (cfg *serveConfig) resolve(cmd *cobra.Command, lookupEnv lookupEnvFunc, chu
 	return nil
 }
 
+// heapLimit is the Go heap's soft limit for transfer limits l: three times
+// the chunk bytes in flight (each held chunk is connect-go's read buffer
+// plus the decoded message, and garbage from the ones before) plus 128 MiB
+// for everything else. The garbage collector works harder near it rather
+// than let the heap grow to twice what is live.
+func heapLimit(l upload.Limits) int64 {
+	return 3*cmp.Or(l.MaxInflightBytes, upload.DefaultMaxInflightBytes) + 128<<20
+}
+
+// resolveLimits checks the memory limits given as flags. When
+// --max-inflight-bytes is not given it is raised, if need be, to hold one
+// chunk of --max-chunk-size.
+func (cfg *serveConfig) resolveLimits(inflightGiven bool, maxInflight string) error {
+	var err error
+	if cfg.limits.MaxInflightBytes, err = parseSize("--max-inflight-bytes", maxInflight); err != nil {
+		return err
+	}
+	if !inflightGiven {
+		cfg.limits.MaxInflightBytes = max(cfg.limits.MaxInflightBytes, cfg.maxChunkSize+1<<20)
+	}
+	switch {
+	case cfg.limits.MaxInflightBytes < cfg.maxChunkSize+1<<20:
+		return usagef("--max-inflight-bytes %d must be at least --max-chunk-size plus 1MiB (%d), or no chunk of the largest size could be read", cfg.limits.MaxInflightBytes, cfg.maxChunkSize+1<<20)
+	case cfg.limits.MaxStreams < 1:
+		return usagef("--max-streams must be at least 1")
+	case cfg.limits.Wait <= 0:
+		return usagef("--limit-wait must be positive")
+	}
+	return nil
+}
+
 func (cfg *serveConfig) useS3() bool { return cfg.s3.Endpoint != "" || cfg.s3.Bucket != "" }
 
 // parseSize parses a byte size such as 8MiB or 8388608.
@@ -219,23 +294,28 @@ func openStore(ctx context.Context, cfg serveConfig) (store.Store, string, error
 	return st, "disk", nil
 }
 
-// newHandler returns the HTTP handler of all services on st.
-func newHandler(cfg serveConfig, st store.Store, log *slog.Logger) (http.Handler, *upload.Service, error) {
+// newHandler returns the HTTP handler of all services on st, recording
+// into metrics (nil: none).
+func newHandler(cfg serveConfig, st store.Store, log *slog.Logger, metrics *telemetry.Metrics) (http.Handler, *upload.Service, error) {
 	uploads, err := upload.NewService(upload.Config{
-		Store:        st,
-		ChunkSize:    cfg.chunkSize,
-		MaxChunkSize: cfg.maxChunkSize,
-		TTL:          cfg.uploadTTL,
-		Logger:       log,
+		Store:         st,
+		ChunkSize:     cfg.chunkSize,
+		MaxChunkSize:  cfg.maxChunkSize,
+		TTL:           cfg.uploadTTL,
+		Logger:        log,
+		Authorize:     cfg.security.authorizeUpload,
+		MaxObjectSize: cfg.security.maxObjectSize,
 	})
 	if err != nil {
 		return nil, nil, err
 	}
+	authn := cfg.security.newAuthenticator(log, metrics) // nil without tokens
 	opts := []connect.HandlerOption{
 		// A chunk and its envelope; anything larger is refused before it is
 		// read, so one stream holds at most this much.
 		connect.WithReadMaxBytes(int(uploads.MaxChunkSize()) + 1<<20),
 		connect.WithSendMaxBytes(sendMaxBytes),
+		connect.WithInterceptors(cfg.security.serviceInterceptors(log, metrics, authn)...),
 	}
 	services := []string{
 		ferryv1connect.UploadServiceName,
@@ -253,45 +333,74 @@ func newHandler(cfg serveConfig, st store.Store, log *slog.Logger) (http.Handler
 	reflector := grpcreflect.NewStaticReflector(services...)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	// The browser page (package web) at "/"; the RPC paths above are more specific.
+	mux.Handle("/", web.Handler())
+	limiter, err := upload.NewLimiter(cfg.limits)
+	if err != nil {
+		return nil, nil, err
+	}
+	handler := limiter.Wrap(mux)
+	if authn != nil {
+		// Outside the limiter: requests without a valid token are refused
+		// from their headers, before they wait for room or are read.
+		handler = authn.Handler(handler)
+	}
 	if len(cfg.corsOrigins) == 0 {
-		return mux, uploads, nil
+		return handler, uploads, nil
 	}
 	c := cors.New(cors.Options{
 		AllowedOrigins: cfg.corsOrigins,
 		AllowedMethods: connectcors.AllowedMethods(),
-		AllowedHeaders: connectcors.AllowedHeaders(),
+		// Authorization carries the bearer token (auth package).
+		AllowedHeaders: append(connectcors.AllowedHeaders(), "Authorization"),
 		ExposedHeaders: connectcors.ExposedHeaders(),
 		MaxAge:         7200, // seconds; browsers cap it lower
 	})
-	return c.Handler(mux), uploads, nil
+	return c.Handler(handler), uploads, nil
 }
 
 // serve runs the server until ctx is done, then shuts it down gracefully.
 func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
+	if _, ok := os.LookupEnv("GOMEMLIMIT"); !ok {
+		debug.SetMemoryLimit(heapLimit(cfg.limits))
+	}
 	st, kind, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	handler, uploads, err := newHandler(cfg, st, log)
+	sec := &cfg.security
+	metrics := telemetry.NewMetrics()
+	handler, uploads, err := newHandler(cfg, st, log, metrics)
 	if err != nil {
 		return err
+	}
+	tlsConfig, err := sec.tlsConfig()
+	if err != nil {
+		return err
+	}
+	if sec.metricsAddr != "" {
+		addr, err := sec.serveMetrics(ctx, metrics, log)
+		if err != nil {
+			return err
+		}
+		log.Info("metrics", "metrics_addr", addr, "path", "/metrics")
 	}
 	ln, err := net.Listen("tcp", cfg.addr)
 	if err != nil {
 		return err
 	}
-	protocols := new(http.Protocols)
-	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
 	srv := &http.Server{
-		Handler:           handler,
-		Protocols:         protocols,
-		ReadHeaderTimeout: readHeaderTimeout,
-		IdleTimeout:       idleTimeout,
+		Handler:           withIdleTimeout(handler, sec.streamIdleTimeout),
+		Protocols:         sec.protocols(),
+		TLSConfig:         tlsConfig,
+		ReadHeaderTimeout: sec.readHeaderTimeout,
+		IdleTimeout:       sec.httpIdleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		HTTP2:             http2Config,
 	}
-	attrs := []any{"addr", ln.Addr().String(), "store", kind}
+	sec.logStartup(log)
+	attrs := []any{"addr", ln.Addr().String(), "store", kind, "tls", tlsConfig != nil}
 	if kind == "disk" {
 		attrs = append(attrs, "data", cfg.dataDir)
 	} else {
@@ -304,7 +413,14 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	go uploads.RunSweeper(ctx, min(time.Hour, max(time.Second, cfg.uploadTTL/4)))
 
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	go func() {
+		if tlsConfig != nil {
+			// ServeTLS offers h2 and http/1.1 by ALPN, as srv.Protocols says.
+			served <- srv.ServeTLS(ln, "", "")
+			return
+		}
+		served <- srv.Serve(ln)
+	}()
 	select {
 	case err := <-served:
 		return err

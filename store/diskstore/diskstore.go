@@ -82,6 +82,7 @@ import (
 	"hash/crc32"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -212,7 +213,9 @@ func copyData(w io.Writer, r io.Reader, size int64) (uint32, error) {
 }
 
 // PutObject writes an object from r, which must yield exactly size bytes
-// (else nothing is written). It records the CRC32C of the bytes. With
+// (else nothing is written). It records the CRC32C of the bytes, and fails
+// with [store.ErrChecksumMismatch], writing nothing, when opts gives one that
+// differs. It records opts.Metadata. With
 // IfNoneMatch it fails with [store.ErrPreconditionFailed] if the key
 // exists, atomically. Keys must be 1 to [store.MaxKeyLength] bytes of
 // UTF-8 ([store.ErrInvalidKey] otherwise).
@@ -235,11 +238,15 @@ func (s *Store) PutObject(ctx context.Context, key string, r io.Reader, size int
 	if err != nil {
 		return store.ObjectInfo{}, err
 	}
+	if opts.HasCRC32C && crc != opts.CRC32C {
+		return store.ObjectInfo{}, fmt.Errorf("diskstore: PutObject %q: %w: the data has CRC32C %08x, declared %08x", key, store.ErrChecksumMismatch, crc, opts.CRC32C)
+	}
 	a := &objectAttrs{
 		Key:          key,
 		Size:         size,
 		ETag:         newETag(),
 		ContentType:  cmp.Or(opts.ContentType, defaultContentType),
+		Metadata:     maps.Clone(opts.Metadata),
 		CRC32C:       crc,
 		HasCRC32C:    true,
 		LastModified: time.Now().UTC(),

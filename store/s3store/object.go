@@ -15,10 +15,15 @@ import (
 )
 
 // MaxBufferedPutSize is the largest object, in bytes, that [Store.PutObject]
-// reads into memory before sending it: 16 MiB. Such an object is sent with
-// its CRC32C, which S3 checks and records, and minio-go can send it again
-// after a network error. A larger object is streamed once, checked for
-// length only, and gets no CRC32C.
+// reads into memory before sending it when it is given no CRC32C: 16 MiB.
+// Such an object is sent with its CRC32C, which S3 checks and records, and
+// minio-go can send it again after a network error. A larger object is
+// streamed once, checked for length only, and gets no CRC32C.
+//
+// An object given with its CRC32C ([store.PutOptions].HasCRC32C) is never
+// buffered: it is streamed through the verifying reader of
+// [Store.UploadPart], with x-amz-checksum-crc32c, so a mismatch cuts the
+// request short and S3 stores nothing.
 const MaxBufferedPutSize = 16 << 20
 
 // maxListKeys is the most objects one ListObjectsV2 request returns.
@@ -36,19 +41,34 @@ func (s *Store) PutObject(ctx context.Context, key string, r io.Reader, size int
 	if opts.IfNoneMatch {
 		popts.SetMatchETagExcept("*")
 	}
+	popts.UserMetadata = make(map[string]string, len(opts.Metadata)+1)
+	for k, v := range opts.Metadata {
+		popts.UserMetadata[metaPrefix+strings.ToLower(k)] = v
+	}
 	var (
 		body      io.Reader
 		crc       uint32
 		verifying *verifyingReader
 	)
-	if size <= MaxBufferedPutSize {
+	switch {
+	case opts.HasCRC32C:
+		crc = opts.CRC32C
+		verifying = newVerifyingReader(r, size, crc)
+		body = verifying
+		popts.UserMetadata[hdrChecksumCRC32C] = encodeCRC32C(crc)
+		if size == 0 {
+			if err := verifying.verifyEmpty(); err != nil {
+				return store.ObjectInfo{}, fmt.Errorf("s3 PutObject %q: %w", key, err)
+			}
+		}
+	case size <= MaxBufferedPutSize:
 		data, sum, err := readAll(r, size)
 		if err != nil {
 			return store.ObjectInfo{}, fmt.Errorf("s3 PutObject %q: %w", key, err)
 		}
 		body, crc = bytes.NewReader(data), sum
-		popts.UserMetadata = map[string]string{hdrChecksumCRC32C: encodeCRC32C(crc)}
-	} else {
+		popts.UserMetadata[hdrChecksumCRC32C] = encodeCRC32C(crc)
+	default:
 		verifying = newVerifyingReader(r, size, 0)
 		verifying.lengthOnly = true
 		body = verifying
@@ -68,9 +88,10 @@ func (s *Store) PutObject(ctx context.Context, key string, r io.Reader, size int
 		Size:         size,
 		ETag:         trimETag(res.ETag),
 		ContentType:  opts.ContentType,
+		Metadata:     opts.Metadata,
 		LastModified: nowUTC(),
 		CRC32C:       crc,
-		HasCRC32C:    verifying == nil,
+		HasCRC32C:    verifying == nil || !verifying.lengthOnly,
 	}
 	if info.ContentType == "" {
 		info.ContentType = "application/octet-stream"
@@ -94,9 +115,13 @@ func readAll(r io.Reader, size int64) ([]byte, uint32, error) {
 }
 
 // ReadObject implements [store.Store]. It is one GET, with a Range header
-// unless the whole object is asked for. The GET's errors come back from
-// this call, not from the first Read. A ranged GET carries no checksum, so
-// the object's CRC32C then comes from a HEAD of the same version.
+// unless the range starts at 0. The GET's errors come back from this call,
+// not from the first Read. A ranged GET carries no checksum, so the
+// object's CRC32C then comes from a HEAD of the same version. A range that
+// starts at 0 (the first request of every download) is read with a plain
+// GET, which carries the checksum, cut at length: a small object then
+// costs one request instead of two; for a larger one the rest of the body
+// is dropped with the connection when the reader is closed.
 func (s *Store) ReadObject(ctx context.Context, key string, offset, length int64, opts store.ReadOptions) (io.ReadCloser, store.ObjectInfo, error) {
 	if offset < 0 {
 		return nil, store.ObjectInfo{}, fmt.Errorf("s3 ReadObject %q: %w: negative offset %d", key, store.ErrInvalidRange, offset)
@@ -117,10 +142,10 @@ func (s *Store) ReadObject(ctx context.Context, key string, offset, length int64
 			return nil, store.ObjectInfo{}, fmt.Errorf("s3 ReadObject %q: %w", key, err)
 		}
 	}
-	ranged := offset > 0 || length > 0
+	ranged := offset > 0
 	var err error
 	switch {
-	case length > 0:
+	case offset > 0 && length > 0:
 		err = gopts.SetRange(offset, offset+length-1)
 	case offset > 0:
 		err = gopts.SetRange(offset, 0) // bytes=offset-
@@ -146,6 +171,9 @@ func (s *Store) ReadObject(ctx context.Context, key string, offset, length int64
 		return io.NopCloser(bytes.NewReader(nil)), info, nil
 	}
 	info := toObjectInfo(oi)
+	if !ranged && length > 0 && info.Size > length {
+		rc = &limitedReadCloser{Reader: io.LimitReader(rc, length), Closer: rc}
+	}
 	if ranged {
 		if total, ok := contentRangeSize(h.Get("Content-Range")); ok {
 			info.Size = total
@@ -157,6 +185,12 @@ func (s *Store) ReadObject(ctx context.Context, key string, offset, length int64
 		}
 	}
 	return rc, info, nil
+}
+
+// limitedReadCloser reads the first bytes of a body and closes the body.
+type limitedReadCloser struct {
+	io.Reader
+	io.Closer
 }
 
 // contentRangeSize returns the complete length from a Content-Range header

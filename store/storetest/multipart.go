@@ -300,6 +300,39 @@ func testCompleteInvalidPart(t *testing.T, e env) {
 	}
 }
 
+// testCompletePartsListed: completion with PartsListed and the parts
+// ListParts returned makes the object; a part replaced after the listing
+// (so its ETag and CRC32C differ) is still refused with ErrInvalidPart and
+// nothing becomes visible.
+func testCompletePartsListed(t *testing.T, e env) {
+	key := e.key("listed")
+	id := e.createUpload(t, key, store.CreateOptions{})
+	d1, d2 := testData(64, store.MinPartSize), testData(65, 3000)
+	e.uploadPart(t, key, id, 1, d1)
+	e.uploadPart(t, key, id, 2, d2)
+	parts := e.listParts(t, key, id)
+	info, err := e.s.CompleteMultipartUpload(t.Context(), key, id, parts, store.CompleteOptions{CRC32C: fullCRC32C(d1, d2), PartsListed: true})
+	if err != nil {
+		t.Fatalf("CompleteMultipartUpload with PartsListed = %v", err)
+	}
+	e.wantObject(t, key, append(append([]byte{}, d1...), d2...), info)
+
+	key = e.key("replaced")
+	id = e.createUpload(t, key, store.CreateOptions{})
+	e.uploadPart(t, key, id, 1, d1)
+	e.uploadPart(t, key, id, 2, d2)
+	parts = e.listParts(t, key, id)
+	d2b := testData(66, 3000)
+	e.uploadPart(t, key, id, 2, d2b) // replaced after the listing
+	_, err = e.s.CompleteMultipartUpload(t.Context(), key, id, parts, store.CompleteOptions{CRC32C: fullCRC32C(d1, d2), PartsListed: true})
+	wantErr(t, "CompleteMultipartUpload with PartsListed and a part replaced since", err, store.ErrInvalidPart)
+	_, err = e.s.StatObject(t.Context(), key)
+	wantErr(t, "StatObject after the refused completion", err, store.ErrNotFound)
+	if err := e.s.AbortMultipartUpload(t.Context(), key, id); err != nil {
+		t.Errorf("AbortMultipartUpload = %v", err)
+	}
+}
+
 // testCompleteIfNoneMatch: a conditional completion fails when the key
 // exists and leaves the object as it was, and succeeds when it does not.
 func testCompleteIfNoneMatch(t *testing.T, e env) {

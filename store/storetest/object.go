@@ -79,6 +79,43 @@ func testPutObjectIfNoneMatch(t *testing.T, e env) {
 	e.wantObject(t, key, third, info)
 }
 
+// testPutObjectChecksum: a put given the CRC32C of its bytes stores them
+// and records it, of any size from 0 to past MaxBufferedPutSize-like
+// thresholds; a put given a CRC32C that differs fails with
+// ErrChecksumMismatch and stores nothing, for a new key and over an
+// existing object.
+func testPutObjectChecksum(t *testing.T, e env) {
+	for _, size := range []int{0, 1, 64 << 10, 17 << 20} {
+		key := e.key(fmt.Sprintf("size-%d", size))
+		data := testData(uint64(170+size), size)
+		crc := store.CRC32C(data)
+		info := e.put(t, key, data, store.PutOptions{CRC32C: crc, HasCRC32C: true})
+		if !info.HasCRC32C || info.CRC32C != crc {
+			t.Errorf("PutObject(%d bytes) returned CRC32C %08x (HasCRC32C %v), want %08x", size, info.CRC32C, info.HasCRC32C, crc)
+		}
+		e.wantObject(t, key, data, info)
+		if st := e.stat(t, key); !st.HasCRC32C || st.CRC32C != crc {
+			t.Errorf("StatObject after PutObject(%d bytes) CRC32C %08x (HasCRC32C %v), want %08x", size, st.CRC32C, st.HasCRC32C, crc)
+		}
+	}
+	for _, size := range []int{1, 64 << 10, 17 << 20} {
+		data := testData(uint64(180+size), size)
+		bad := store.CRC32C(data) ^ 1
+		key := e.key(fmt.Sprintf("bad-new-%d", size))
+		_, err := e.s.PutObject(t.Context(), key, bytes.NewReader(data), int64(size), store.PutOptions{CRC32C: bad, HasCRC32C: true})
+		wantErr(t, fmt.Sprintf("PutObject(%d bytes) with a wrong CRC32C", size), err, store.ErrChecksumMismatch)
+		_, err = e.s.StatObject(t.Context(), key)
+		wantErr(t, "StatObject after a PutObject with a wrong CRC32C", err, store.ErrNotFound)
+
+		key = e.key(fmt.Sprintf("bad-existing-%d", size))
+		old := []byte("old")
+		oldInfo := e.put(t, key, old, store.PutOptions{})
+		_, err = e.s.PutObject(t.Context(), key, bytes.NewReader(data), int64(size), store.PutOptions{CRC32C: bad, HasCRC32C: true})
+		wantErr(t, fmt.Sprintf("PutObject(%d bytes) over an object with a wrong CRC32C", size), err, store.ErrChecksumMismatch)
+		e.wantObject(t, key, old, oldInfo)
+	}
+}
+
 // testPutObjectIfNoneMatchConcurrent: of several conditional puts of one
 // new key at once, exactly one wins, and the object is its.
 func testPutObjectIfNoneMatchConcurrent(t *testing.T, e env) {
@@ -375,6 +412,9 @@ func testMetadataAndContentType(t *testing.T, e env) {
 		{"PutObjectDefault", func(key string) {
 			e.put(t, key, []byte("bytes"), store.PutOptions{})
 		}, "application/octet-stream", nil},
+		{"PutObjectMetadata", func(key string) {
+			e.put(t, key, []byte("text"), store.PutOptions{ContentType: "text/plain", Metadata: meta})
+		}, "text/plain", meta},
 	}
 	for _, tt := range tests {
 		key := e.key(tt.name)
