@@ -150,7 +150,8 @@ func TestTransfer(t *testing.T) {
 				t.Errorf("the part file is left behind: %v", err)
 			}
 
-			stdinKey := "stdin/" + protocol
+			// A prefix of its own: "stdin/grpc" would also list "stdin/grpcweb".
+			stdinKey := "stdin/" + protocol + "/obj"
 			small := data[:6<<20+1]
 			if r := ferry(t, small, e, "upload", "--quiet", "-", stdinKey); r.code != 0 {
 				t.Fatalf("upload -: status %d, stderr %q", r.code, r.stderr)
@@ -162,7 +163,7 @@ func TestTransfer(t *testing.T) {
 			if r := ferry(t, nil, e, "stat", key); r.code != 0 || !strings.Contains(r.stdout, fmt.Sprintf("size: %d\n", len(data))) {
 				t.Errorf("stat: status %d, stdout %q", r.code, r.stdout)
 			}
-			if r := ferry(t, nil, e, "ls", "stdin/"+protocol); r.code != 0 || !strings.HasSuffix(r.stdout, " "+stdinKey+"\n") || strings.Count(r.stdout, "\n") != 1 {
+			if r := ferry(t, nil, e, "ls", "stdin/"+protocol+"/"); r.code != 0 || !strings.HasSuffix(r.stdout, " "+stdinKey+"\n") || strings.Count(r.stdout, "\n") != 1 {
 				t.Errorf("ls: status %d, stdout %q", r.code, r.stdout)
 			}
 			if r := ferry(t, nil, e, "rm", stdinKey); r.code != 0 {
