@@ -48,7 +48,9 @@ const (
 // of an Upload or PutChunk (gRPC, gRPC-Web and Connect streaming all frame
 // messages this way) and takes the message's size from a shared budget
 // before letting its bytes through; the size is given back when the
-// handler asks for the next message or the request ends. A unary Connect
+// handler asks for the next message or the request ends (a PutChunk, a
+// unary RPC whose handler holds its message to the end, and messages a
+// handler keeps while it reads ahead, only then). A unary Connect
 // PutChunk, which is not enveloped, takes its Content-Length.
 //
 // So the chunk data a server holds is at most MaxInflightBytes, plus for
@@ -72,6 +74,14 @@ type Limits struct {
 	// with RESOURCE_EXHAUSTED (which clients retry after a backoff).
 	// 0 means [DefaultLimitWait].
 	Wait time.Duration
+	// MaxMessageBytes is the largest upload message the handlers read: their
+	// read limit (connect.WithReadMaxBytes). A message whose prefix declares
+	// more is refused with RESOURCE_EXHAUSTED before any of it is read or
+	// any budget is taken (connect-go would refuse it only after reading
+	// and discarding all of it, while the budget it took is held), and a
+	// compressed message, or a unary body of unknown size, weighs this much
+	// rather than the whole budget. 0 means MaxInflightBytes.
+	MaxMessageBytes int64
 }
 
 // Limiter enforces [Limits] on HTTP requests; see [Limits] for how. It is
@@ -80,6 +90,7 @@ type Limiter struct {
 	bytes      *semaphore.Weighted
 	streams    *semaphore.Weighted
 	maxBytes   int64
+	maxMessage int64 // Limits.MaxMessageBytes, at most maxBytes
 	maxStreams int64
 	wait       time.Duration
 }
@@ -87,7 +98,7 @@ type Limiter struct {
 // NewLimiter returns a Limiter for l, with defaults filled in. It fails
 // when a limit is negative.
 func NewLimiter(l Limits) (*Limiter, error) {
-	if l.MaxInflightBytes < 0 || l.MaxStreams < 0 || l.Wait < 0 {
+	if l.MaxInflightBytes < 0 || l.MaxStreams < 0 || l.Wait < 0 || l.MaxMessageBytes < 0 {
 		return nil, fmt.Errorf("upload: negative limit in %+v", l)
 	}
 	if l.MaxInflightBytes == 0 {
@@ -99,10 +110,14 @@ func NewLimiter(l Limits) (*Limiter, error) {
 	if l.Wait == 0 {
 		l.Wait = DefaultLimitWait
 	}
+	if l.MaxMessageBytes == 0 || l.MaxMessageBytes > l.MaxInflightBytes {
+		l.MaxMessageBytes = l.MaxInflightBytes
+	}
 	return &Limiter{
 		bytes:      semaphore.NewWeighted(l.MaxInflightBytes),
 		streams:    semaphore.NewWeighted(int64(l.MaxStreams)),
 		maxBytes:   l.MaxInflightBytes,
+		maxMessage: l.MaxMessageBytes,
 		maxStreams: int64(l.MaxStreams),
 		wait:       l.Wait,
 	}, nil
@@ -127,6 +142,7 @@ func (l *Limiter) Wrap(next http.Handler) http.Handler {
 			l:          l,
 			ctx:        r.Context(),
 			weighBytes: weighBytes,
+			unary:      r.URL.Path == ferryv1connect.UploadServicePutChunkProcedure,
 			enveloped:  isEnveloped(r.Header.Get("Content-Type")),
 			length:     r.ContentLength,
 			compressed: r.Header.Get("Content-Encoding") != "" && r.Header.Get("Content-Encoding") != "identity",
@@ -136,6 +152,11 @@ func (l *Limiter) Wrap(next http.Handler) http.Handler {
 		// comes free, the body fails its first read with the reason, so
 		// that connect-go answers in the request's protocol.
 		body.err = body.take(l.streams, 1, l.maxStreams, "transfer requests", "--max-streams")
+		if weighBytes {
+			// So that a handler holding a message while it reads the next
+			// can say so (keepMessage).
+			r = r.WithContext(context.WithValue(r.Context(), limitedBodyKey{}, body))
+		}
 		r.Body = body // the server closes the body it made, not this one
 		next.ServeHTTP(w, r)
 	})
@@ -143,8 +164,10 @@ func (l *Limiter) Wrap(next http.Handler) http.Handler {
 
 // isEnveloped reports whether a request body of content type ct is a
 // sequence of enveloped messages: gRPC, gRPC-Web and Connect streaming.
-// Unary Connect (application/proto, application/json) is not.
+// Unary Connect (application/proto, application/json) is not. Media types
+// are case-insensitive, and connect-go accepts them in any case.
 func isEnveloped(ct string) bool {
+	ct = strings.ToLower(strings.TrimSpace(ct))
 	for _, p := range []string{"application/grpc", "application/connect+"} {
 		if strings.HasPrefix(ct, p) {
 			return true
@@ -160,6 +183,10 @@ type limitedBody struct {
 	l          *Limiter
 	ctx        context.Context
 	weighBytes bool
+	// unary: the request has one message, which its handler holds until it
+	// returns (connect-go reads on to the end of an enveloped unary request
+	// before calling the handler), so its bytes are kept to the end.
+	unary      bool
 	enveloped  bool
 	length     int64 // Content-Length, -1 when unknown
 	compressed bool  // the whole body is compressed (unary Connect)
@@ -170,10 +197,12 @@ type limitedBody struct {
 	prefixLen int   // bytes of prefix read from the body
 	prefixOff int   // bytes of prefix passed on
 	remaining int64 // bytes of the current message still to pass on
+	messages  int   // message prefixes read
 	err       error // sticky
 
 	mu     sync.Mutex
-	held   int64 // bytes taken from l.bytes
+	held   int64 // bytes taken from l.bytes for the message being read
+	kept   int64 // bytes taken from l.bytes for earlier messages still held (keepMessage)
 	slot   bool  // holds a place in l.streams
 	closed bool  // released: take nothing more
 }
@@ -188,9 +217,9 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 		if b.weighBytes && !b.enveloped {
 			n := b.length
 			if n < 0 || b.compressed {
-				n = b.l.maxBytes // unknown, or larger once decompressed
+				n = b.l.maxMessage // unknown, or larger once decompressed
 			}
-			if err := b.take(b.l.bytes, n, b.l.maxBytes, "bytes of upload chunks", "--max-inflight-bytes"); err != nil {
+			if err := b.take(b.l.bytes, min(n, b.l.maxMessage), b.l.maxBytes, "bytes of upload chunks", "--max-inflight-bytes"); err != nil {
 				b.err = err
 				return 0, err
 			}
@@ -206,8 +235,12 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 	}
 	if b.remaining == 0 {
 		// A message boundary: the handler has asked for the next message,
-		// so it is done with the previous one.
-		b.giveBytes()
+		// so it is done with the previous one; not so in a unary request,
+		// where connect-go looks for the end of the body before it calls
+		// the handler with the message.
+		if !b.unary {
+			b.giveBytes()
+		}
 		n, err := io.ReadFull(b.body, b.prefix[:])
 		b.prefixLen, b.prefixOff = n, 0
 		if err != nil {
@@ -222,12 +255,22 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 			b.prefixOff = k
 			return k, nil
 		}
+		if b.unary && b.messages > 0 {
+			// Refused before it is read, as connect-go would after.
+			b.err = connect.NewError(connect.CodeUnimplemented, errors.New("unary request has multiple messages"))
+			return 0, b.err
+		}
+		b.messages++
 		size := int64(binary.BigEndian.Uint32(b.prefix[1:]))
+		if size > b.l.maxMessage {
+			b.err = connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("message size %d is larger than configured max %d", size, b.l.maxMessage))
+			return 0, b.err
+		}
 		weight := size
 		if b.prefix[0]&1 != 0 {
-			weight = b.l.maxBytes // compressed: larger once decompressed
+			weight = b.l.maxMessage // compressed: larger once decompressed
 		}
-		if err := b.take(b.l.bytes, weight, b.l.maxBytes, "bytes of upload chunks", "--max-inflight-bytes"); err != nil {
+		if err := b.takeMessage(weight); err != nil {
 			b.err = err
 			return 0, err
 		}
@@ -245,6 +288,44 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 		b.err = err
 	}
 	return n, err
+}
+
+// maxFreeAhead is the largest message a request that keeps earlier
+// messages (keepMessage) reads without taking its bytes from the budget:
+// an upload's finish, read while its chunk is kept. At most one such
+// message per request is held at a time.
+const maxFreeAhead = 64 << 10
+
+// takeMessage takes the bytes of a message of weight bytes, about to be
+// read. A request that keeps earlier messages must not wait for room while
+// it holds them: requests ahead of it in the queue could be waiting for
+// what it holds, and the limits would deadlock until they time out. Such a
+// request reads a small message free, and fails at once when a larger one
+// finds no room.
+func (b *limitedBody) takeMessage(weight int64) error {
+	b.mu.Lock()
+	keeping := b.kept > 0
+	b.mu.Unlock()
+	if !keeping {
+		return b.take(b.l.bytes, weight, b.l.maxBytes, "bytes of upload chunks", "--max-inflight-bytes")
+	}
+	if weight <= maxFreeAhead {
+		return nil
+	}
+	n := min(weight, b.l.maxBytes)
+	if !b.l.bytes.TryAcquire(n) {
+		return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
+			"server busy: no room under its limit of %d bytes of upload chunks in flight (--max-inflight-bytes) for a message read while this request holds others; retry later",
+			b.l.maxBytes))
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		b.l.bytes.Release(n)
+		return errors.New("request ended")
+	}
+	b.held += n
+	return nil
 }
 
 // take acquires n (at most limit) of sem, waiting up to the Limiter's
@@ -288,14 +369,36 @@ func (b *limitedBody) giveBytes() {
 	}
 }
 
+// limitedBodyKey is the context key of the *limitedBody of an Upload or
+// PutChunk request.
+type limitedBodyKey struct{}
+
+// keepMessage tells the Limiter in front of the request of ctx, if any,
+// that the handler keeps the message it received last while it receives
+// the next ones (as [Service.oneShot] does): its bytes stay taken until the
+// request ends, instead of being given back when the next message is asked
+// for. Without it, a handler reading ahead would hold messages the budget
+// no longer counts, and the server's memory would no longer be bounded by
+// MaxInflightBytes.
+func keepMessage(ctx context.Context) {
+	b, ok := ctx.Value(limitedBodyKey{}).(*limitedBody)
+	if !ok {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.kept += b.held
+	b.held = 0
+}
+
 // release returns everything held; the request is over.
 func (b *limitedBody) release() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.closed = true
-	if b.held > 0 {
-		b.l.bytes.Release(b.held)
-		b.held = 0
+	if n := b.held + b.kept; n > 0 {
+		b.l.bytes.Release(n)
+		b.held, b.kept = 0, 0
 	}
 	if b.slot {
 		b.l.streams.Release(1)

@@ -40,6 +40,10 @@ func (s *Service) oneShot(ctx context.Context, stream *connect.ClientStream[ferr
 	if c == nil || c.GetIndex() != 0 || int64(len(c.GetData())) != size || c.Crc32C == nil {
 		return nil, ahead, nil
 	}
+	// The chunk stays in memory while the next messages are read, until
+	// PutObject returns: it must stay counted against the server's memory
+	// limits (Limiter) until the request ends.
+	keepMessage(ctx)
 	if !stream.Receive() {
 		return nil, ahead, nil
 	}
@@ -48,6 +52,7 @@ func (s *Service) oneShot(ctx context.Context, stream *connect.ClientStream[ferr
 	if f == nil || f.Size != nil && f.GetSize() != size {
 		return nil, ahead, nil
 	}
+	keepMessage(ctx) // small, unless padded with unknown fields
 	crc := c.GetCrc32C()
 	for _, want := range []*uint32{spec.Crc32C, f.Crc32C} {
 		if want != nil && *want != crc {

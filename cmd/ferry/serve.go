@@ -335,6 +335,9 @@ func newHandler(cfg serveConfig, st store.Store, log *slog.Logger, metrics *tele
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
 	// The browser page (package web) at "/"; the RPC paths above are more specific.
 	mux.Handle("/", web.Handler())
+	// The limiter refuses a message larger than the handlers' read limit
+	// from its prefix, before it is read or weighs on the budget.
+	cfg.limits.MaxMessageBytes = uploads.MaxChunkSize() + 1<<20
 	limiter, err := upload.NewLimiter(cfg.limits)
 	if err != nil {
 		return nil, nil, err
