@@ -439,6 +439,7 @@ func (d *Downloader) receive(stream *connect.ServerStreamForClient[ferryv1.Downl
 		job.got += int64(len(p))
 		job.crc = crc32.Update(job.crc, store.Castagnoli, p)
 		progress.Add(int64(len(p)))
+		recycleData(p) // written and hashed: see WithDataBuffers
 	}
 	if err := stream.Err(); err != nil {
 		return objectChanged(err)

@@ -9,6 +9,10 @@
 // pins the object's ETag, so a resumed download never mixes two versions.
 // Memory per stream is one data message, whatever the object's size.
 //
+// [Downloader] is the Go client. A DownloadService client made with
+// [WithDataBuffers] decodes data messages into buffers the Downloader
+// recycles, instead of allocating 1 MiB per message.
+//
 // [ObjectService] implements StatObject, ListObjects and DeleteObject.
 // Errors become Connect codes through [upload.ConnectError], the one mapping
 // both services share.

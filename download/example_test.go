@@ -81,7 +81,9 @@ func ExampleDownloader_DownloadAt() {
 	}
 	defer f.Close()
 
-	downloader := download.NewDownloader(ferryv1connect.NewDownloadServiceClient(httpClient, url, connect.WithGRPC()), download.DownloaderOptions{
+	// WithDataBuffers lets the Downloader reuse each data message's memory.
+	client := ferryv1connect.NewDownloadServiceClient(httpClient, url, connect.WithGRPC(), download.WithDataBuffers())
+	downloader := download.NewDownloader(client, download.DownloaderOptions{
 		Concurrency: 4,
 		RangeSize:   4 << 20, // four ranges of 4 MiB
 	})

@@ -16,6 +16,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
 
+	"github.com/ferryhq/ferry/download"
 	"github.com/ferryhq/ferry/proto/ferry/v1/ferryv1connect"
 	"github.com/ferryhq/ferry/upload"
 )
@@ -221,7 +222,9 @@ func (cfg clientConfig) uploadClient() ferryv1connect.UploadServiceClient {
 }
 
 func (cfg clientConfig) downloadClient() ferryv1connect.DownloadServiceClient {
-	return ferryv1connect.NewDownloadServiceClient(cfg.httpClient(), cfg.server, cfg.clientOptions()...)
+	// Every DownloadService client here feeds a download.Downloader.
+	opts := append(cfg.clientOptions(), download.WithDataBuffers())
+	return ferryv1connect.NewDownloadServiceClient(cfg.httpClient(), cfg.server, opts...)
 }
 
 func (cfg clientConfig) objectClient() ferryv1connect.ObjectServiceClient {

@@ -577,7 +577,9 @@ func (b *bench) download(ctx context.Context, hc *http.Client, c, key string, si
 		}
 		return err
 	}
-	d := download.NewDownloader(ferryv1connect.NewDownloadServiceClient(hc, b.ferry.url, clientOptions(c)...), download.DownloaderOptions{})
+	// The CLI's download client: data messages decode into recycled buffers.
+	opts := append(clientOptions(c), download.WithDataBuffers())
+	d := download.NewDownloader(ferryv1connect.NewDownloadServiceClient(hc, b.ferry.url, opts...), download.DownloaderOptions{})
 	obj, err := d.DownloadAt(ctx, key, discardAt{})
 	if err == nil && obj.GetSize() != size {
 		err = fmt.Errorf("object is %d bytes, want %d", obj.GetSize(), size)

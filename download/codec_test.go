@@ -1,0 +1,63 @@
+package download_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"sync"
+	"testing"
+
+	"connectrpc.com/connect"
+
+	"github.com/ferryhq/ferry/download"
+	"github.com/ferryhq/ferry/proto/ferry/v1/ferryv1connect"
+)
+
+// TestDownloaderWithDataBuffers downloads objects of several sizes over
+// each protocol with a client made with WithDataBuffers, several at once
+// through one Downloader, so that recycled buffers are in use by several
+// streams at a time, and checks every byte: a buffer recycled while still
+// in use would corrupt another stream's data.
+func TestDownloaderWithDataBuffers(t *testing.T) {
+	t.Parallel()
+	srv := newServer(t)
+	sizes := []int{1, mib - 1, mib, 5*mib + 17}
+	objects := make([][]byte, len(sizes))
+	for i, n := range sizes {
+		objects[i] = randomBytes(uint64(100+i), n)
+		srv.put(t, fmt.Sprintf("buf/%d", i), objects[i])
+	}
+	for _, p := range protocols {
+		t.Run(p.name, func(t *testing.T) {
+			t.Parallel()
+			tr := &http.Transport{Protocols: new(http.Protocols), MaxIdleConnsPerHost: 8}
+			if p.name == "grpc" {
+				tr.Protocols.SetUnencryptedHTTP2(true)
+			} else {
+				tr.Protocols.SetHTTP1(true)
+			}
+			t.Cleanup(tr.CloseIdleConnections)
+			opts := append([]connect.ClientOption{connect.WithAcceptCompression("gzip", nil, nil), download.WithDataBuffers()}, p.opts...)
+			d := download.NewDownloader(ferryv1connect.NewDownloadServiceClient(&http.Client{Transport: tr}, srv.url, opts...), download.DownloaderOptions{
+				Concurrency: 3,
+				RangeSize:   2 * mib,
+			})
+			var wg sync.WaitGroup
+			for i, want := range objects {
+				for _, parallel := range []bool{false, true} {
+					wg.Go(func() {
+						got, err := download1(context.Background(), d, parallel, fmt.Sprintf("buf/%d", i))
+						switch {
+						case err != nil:
+							t.Errorf("%d bytes (parallel %v): %v", len(want), parallel, err)
+						case !bytes.Equal(got, want):
+							t.Errorf("%d bytes (parallel %v): got %d bytes that differ", len(want), parallel, len(got))
+						}
+					})
+				}
+			}
+			wg.Wait()
+		})
+	}
+}
