@@ -24,6 +24,7 @@ type benchReport struct {
 		Ratio     float64 `json:"ratio"`
 		PeakRSS   int64   `json:"server_peak_rss_bytes"`
 		CPUPerGiB float64 `json:"server_cpu_s_per_gib"`
+		ClientCPU float64 `json:"client_cpu_s_per_gib"`
 	} `json:"results"`
 	Memory *struct {
 		Uploads int   `json:"uploads"`
@@ -38,7 +39,7 @@ type benchReport struct {
 // test, and checks its JSON: every case was measured with every client
 // (direct minio-go, and ferry over Connect, gRPC and gRPC-Web), with a
 // throughput and a ratio to direct, and, on Linux, the ferry server's
-// peak RSS; the memory test ran and stayed under its limit. It proves the
+// peak RSS, and the client's CPU time; the memory test ran and stayed under its limit. It proves the
 // benchmark works, not how fast ferry is.
 func TestBenchShort(t *testing.T) {
 	env := requireS3(t)
@@ -84,6 +85,9 @@ func TestBenchShort(t *testing.T) {
 		}
 		if r.Client != "direct" && runtime.GOOS == "linux" && r.PeakRSS <= 0 {
 			t.Errorf("%s %d bytes with %s: no server peak RSS", r.Op, r.Size, r.Client)
+		}
+		if r.ClientCPU <= 0 {
+			t.Errorf("%s %d bytes with %s: client CPU %v s/GiB, want it measured", r.Op, r.Size, r.Client, r.ClientCPU)
 		}
 	}
 	for _, op := range []string{"upload", "download", "small-upload"} {

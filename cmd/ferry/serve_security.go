@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"time"
 
@@ -25,6 +26,7 @@ type securityConfig struct {
 	tokens             *auth.Tokens // loaded from tokenFile; nil without one
 	tlsCert, tlsKey    string
 	metricsAddr        string
+	pprof              bool
 	maxObjectSize      int64
 	maxUploadsPerToken int
 	requestTimeout     time.Duration
@@ -41,6 +43,7 @@ func addSecurityFlags(f *pflag.FlagSet, sc *securityConfig) {
 	f.StringVar(&sc.tlsCert, "tls-cert", "", "PEM certificate `file` (chain) to serve TLS with HTTP/2; needs --tls-key")
 	f.StringVar(&sc.tlsKey, "tls-key", "", "PEM private key `file` of --tls-cert")
 	f.StringVar(&sc.metricsAddr, "metrics-addr", "", "`host:port` serving Prometheus metrics at /metrics (default: none)")
+	f.BoolVar(&sc.pprof, "pprof", false, "also serve Go's runtime profiles (net/http/pprof) at /debug/pprof/ on --metrics-addr; profiles of at most 25 seconds")
 	f.StringVar(&sc.maxObjectSizeText, "max-object-size", "5TiB", "largest object `size` an upload may create")
 	f.IntVar(&sc.maxUploadsPerToken, "max-uploads-per-token", 16, "upload requests (Upload streams, PutChunk calls) one token may have in flight; 0 for no limit")
 	f.DurationVar(&sc.requestTimeout, "request-timeout", 2*time.Minute, "longest handling of a unary RPC once its request is read; 0 for none")
@@ -67,6 +70,8 @@ func (sc *securityConfig) resolve(flags *pflag.FlagSet, lookupEnv lookupEnvFunc)
 		return usagef("--max-uploads-per-token must not be negative")
 	case sc.requestTimeout < 0 || sc.streamIdleTimeout < 0 || sc.readHeaderTimeout < 0 || sc.httpIdleTimeout < 0:
 		return usagef("timeouts must not be negative")
+	case sc.pprof && sc.metricsAddr == "":
+		return usagef("--pprof serves on --metrics-addr: give both")
 	}
 	if sc.tokenFile != "" {
 		if sc.tokens, err = auth.LoadTokens(sc.tokenFile); err != nil {
@@ -197,6 +202,15 @@ func (sc *securityConfig) serveMetrics(ctx context.Context, metrics *telemetry.M
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", metrics.Handler())
+	if sc.pprof {
+		// How docs/benchmarks.md's server profiles are taken. The write
+		// timeout below bounds a CPU profile's ?seconds=.
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: sc.readHeaderTimeout,

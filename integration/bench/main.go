@@ -18,7 +18,10 @@
 // and the median is reported. For the ferry cases the table also shows the
 // server's peak RSS (VmHWM of /proc/PID/status, reset before each case
 // through /proc/PID/clear_refs) and its CPU time (utime+stime of
-// /proc/PID/stat) per GiB moved. The same results are written as JSON
+// /proc/PID/stat) per GiB moved, and for every case the CPU time per GiB
+// of the client (this process, getrusage) and of MinIO when the benchmark
+// started it: on a small machine the three compete for the same cores, so
+// these show where a ratio is lost. The same results are written as JSON
 // (-json) for comparison between commits.
 //
 // Usage, from the repository root:
@@ -236,6 +239,9 @@ type report struct {
 	Results []result `json:"results"`
 	// Memory is the memory test, when it ran.
 	Memory *memoryResult `json:"memory,omitempty"`
+	// S3Started reports whether the benchmark started MinIO itself, so
+	// that its CPU time was measured.
+	S3Started bool `json:"s3_started"`
 }
 
 type machine struct {
@@ -272,6 +278,12 @@ type result struct {
 	// CPUPerGiB is the ferry server's median user+system CPU seconds per
 	// GiB moved (0 for direct).
 	CPUPerGiB float64 `json:"server_cpu_s_per_gib,omitempty"`
+	// ClientCPUPerGiB is the median user+system CPU seconds per GiB moved
+	// of the benchmark process, which runs the client (minio-go or ferry's).
+	ClientCPUPerGiB float64 `json:"client_cpu_s_per_gib"`
+	// S3CPUPerGiB is the same for the MinIO server, when the benchmark
+	// started it (0 with -endpoint).
+	S3CPUPerGiB float64 `json:"s3_cpu_s_per_gib,omitempty"`
 }
 
 // memoryResult is the memory test.
@@ -296,6 +308,15 @@ type bench struct {
 	direct *minio.Client
 	bucket string
 	ferry  *ferryServer
+	s3Pid  int // MinIO's process, when the benchmark started it; else 0
+}
+
+// s3CPU returns the CPU seconds MinIO has used, 0 when not known.
+func (b *bench) s3CPU() float64 {
+	if b.s3Pid == 0 {
+		return 0
+	}
+	return procCPU(b.s3Pid)
 }
 
 func run(ctx context.Context, cfg *config) (err error) {
@@ -306,6 +327,7 @@ func run(ctx context.Context, cfg *config) (err error) {
 	}
 	defer os.RemoveAll(dir)
 
+	s3Pid := 0
 	if cfg.endpoint == "" {
 		m, err := startMinIO(ctx, dir)
 		if err != nil {
@@ -313,6 +335,7 @@ func run(ctx context.Context, cfg *config) (err error) {
 		}
 		defer m.stop()
 		cfg.endpoint, cfg.accessKey, cfg.secretKey = m.endpoint, m.accessKey, m.secretKey
+		s3Pid = m.cmd.Process.Pid
 	}
 	if cfg.ferryBin == "" {
 		cfg.ferryBin = filepath.Join(dir, "ferry")
@@ -324,7 +347,7 @@ func run(ctx context.Context, cfg *config) (err error) {
 		}
 	}
 
-	b := &bench{cfg: cfg, dir: dir}
+	b := &bench{cfg: cfg, dir: dir, s3Pid: s3Pid}
 	b.direct, err = minio.New(cfg.endpoint, &minio.Options{
 		Creds:  credentials.NewStaticV4(cfg.accessKey, cfg.secretKey, ""),
 		Secure: false,
@@ -365,10 +388,11 @@ func run(ctx context.Context, cfg *config) (err error) {
 		defer pprof.StopCPUProfile()
 	}
 	rep := &report{
-		Started: start.UTC(),
-		Command: strings.Join(append([]string{"go run ./integration/bench"}, os.Args[1:]...), " "),
-		Short:   cfg.short,
-		Machine: describeMachine(),
+		Started:   start.UTC(),
+		Command:   strings.Join(append([]string{"go run ./integration/bench"}, os.Args[1:]...), " "),
+		Short:     cfg.short,
+		Machine:   describeMachine(),
+		S3Started: b.s3Pid != 0,
 	}
 	var failed error
 	if !cfg.skip["transfers"] || !cfg.skip["small"] {
@@ -423,19 +447,23 @@ type sample struct {
 	seconds float64
 	rss     int64
 	cpu     float64 // server CPU seconds
+	client  float64 // this process's CPU seconds
+	s3      float64 // MinIO's CPU seconds (when the benchmark started it)
 }
 
-// measure runs fn once and, for a ferry client, reads the server's peak RSS
-// (reset first) and the CPU time it used.
+// measure runs fn once and reads the CPU time the client (this process)
+// and MinIO used and, for a ferry client, the ferry server's peak RSS
+// (reset first) and CPU time.
 func (b *bench) measure(client string, fn func() error) (sample, error) {
 	var before procStat
 	if client != "direct" {
 		b.ferry.resetPeak()
 		before = b.ferry.stat()
 	}
+	client0, s30 := selfCPU(), b.s3CPU()
 	t0 := time.Now()
 	err := fn()
-	s := sample{seconds: time.Since(t0).Seconds()}
+	s := sample{seconds: time.Since(t0).Seconds(), client: selfCPU() - client0, s3: b.s3CPU() - s30}
 	if client != "direct" {
 		after := b.ferry.stat()
 		s.rss = after.peakRSS
@@ -640,8 +668,11 @@ func summarize(op string, size int64, count int, clients []string, samples map[s
 	for _, c := range clients {
 		ss := samples[c]
 		r := result{Op: op, Size: size, Count: count, Client: c}
-		var cpus, rates []float64
+		var cpus, clientCPUs, s3CPUs, rates []float64
 		for _, s := range ss {
+			gib := float64(size) * float64(count) / (1 << 30)
+			clientCPUs = append(clientCPUs, s.client/gib)
+			s3CPUs = append(s3CPUs, s.s3/gib)
 			rate := float64(size) * float64(count) / (1 << 20) / s.seconds
 			r.Samples = append(r.Samples, round(rate, 1))
 			rates = append(rates, rate)
@@ -649,6 +680,8 @@ func summarize(op string, size int64, count int, clients []string, samples map[s
 			cpus = append(cpus, s.cpu/(float64(size)*float64(count)/(1<<30)))
 		}
 		r.MiBps = median(rates)
+		r.ClientCPUPerGiB = round(median(clientCPUs), 2)
+		r.S3CPUPerGiB = round(median(s3CPUs), 2)
 		r.PerSecond = round(r.MiBps*(1<<20)/float64(size), 1)
 		if c == "direct" {
 			direct = r.MiBps
@@ -687,8 +720,8 @@ func mib(n int64) string { return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20)) }
 func printTable(w io.Writer, rep *report) {
 	fmt.Fprintf(w, "\nferry vs direct minio-go — %s, %d CPUs, %s, %s; median of runs; ratio = ferry/direct\n\n",
 		rep.Machine.CPU, rep.Machine.CPUs, rep.Machine.Go, rep.Machine.OS+"/"+rep.Machine.Arch)
-	fmt.Fprintln(w, "| case | client | MiB/s | transfers/s | ratio | server peak RSS | server CPU s/GiB |")
-	fmt.Fprintln(w, "|---|---|--:|--:|--:|--:|--:|")
+	fmt.Fprintln(w, "| case | client | MiB/s | transfers/s | ratio | server peak RSS | server CPU s/GiB | client CPU s/GiB | S3 CPU s/GiB |")
+	fmt.Fprintln(w, "|---|---|--:|--:|--:|--:|--:|--:|--:|")
 	for _, r := range rep.Results {
 		name := r.Op + " " + humanize.IBytes(uint64(r.Size))
 		if r.Count > 1 {
@@ -698,7 +731,11 @@ func printTable(w io.Writer, rep *report) {
 		if r.Client != "direct" {
 			rss, cpu = mib(r.PeakRSS), fmt.Sprintf("%.2f", r.CPUPerGiB)
 		}
-		fmt.Fprintf(w, "| %s | %s | %.1f | %.1f | %.2f | %s | %s |\n", name, r.Client, r.MiBps, r.PerSecond, r.Ratio, rss, cpu)
+		s3 := ""
+		if rep.S3Started {
+			s3 = fmt.Sprintf("%.2f", r.S3CPUPerGiB)
+		}
+		fmt.Fprintf(w, "| %s | %s | %.1f | %.1f | %.2f | %s | %s | %.2f | %s |\n", name, r.Client, r.MiBps, r.PerSecond, r.Ratio, rss, cpu, r.ClientCPUPerGiB, s3)
 	}
 	if m := rep.Memory; m != nil {
 		verdict := "PASS"
