@@ -66,12 +66,13 @@ func newServer(t *testing.T) *server {
 }
 
 // client returns a DownloadService client of the protocol, over h2c for
-// gRPC and HTTP/1.1 otherwise, through rt when it is not nil. It does not
-// ask for compressed responses: object data is usually incompressible.
-func (s *server) client(t *testing.T, protocol string, rt *cutTransport) ferryv1connect.DownloadServiceClient {
+// gRPC and HTTP/1.1 otherwise, through rt when it is not nil, with extra
+// client options. It does not ask for compressed responses: object data
+// is usually incompressible.
+func (s *server) client(t *testing.T, protocol string, rt *cutTransport, extra ...connect.ClientOption) ferryv1connect.DownloadServiceClient {
 	t.Helper()
 	base := &http.Transport{Protocols: new(http.Protocols), MaxIdleConnsPerHost: 8}
-	opts := []connect.ClientOption{connect.WithAcceptCompression("gzip", nil, nil)}
+	opts := append([]connect.ClientOption{connect.WithAcceptCompression("gzip", nil, nil)}, extra...)
 	for _, p := range protocols {
 		if p.name == protocol {
 			opts = append(opts, p.opts...)

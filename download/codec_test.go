@@ -4,14 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net/http"
 	"sync"
 	"testing"
 
-	"connectrpc.com/connect"
-
 	"github.com/ferryhq/ferry/download"
-	"github.com/ferryhq/ferry/proto/ferry/v1/ferryv1connect"
 )
 
 // TestDownloaderWithDataBuffers downloads objects of several sizes over
@@ -31,15 +27,7 @@ func TestDownloaderWithDataBuffers(t *testing.T) {
 	for _, p := range protocols {
 		t.Run(p.name, func(t *testing.T) {
 			t.Parallel()
-			tr := &http.Transport{Protocols: new(http.Protocols), MaxIdleConnsPerHost: 8}
-			if p.name == "grpc" {
-				tr.Protocols.SetUnencryptedHTTP2(true)
-			} else {
-				tr.Protocols.SetHTTP1(true)
-			}
-			t.Cleanup(tr.CloseIdleConnections)
-			opts := append([]connect.ClientOption{connect.WithAcceptCompression("gzip", nil, nil), download.WithDataBuffers()}, p.opts...)
-			d := download.NewDownloader(ferryv1connect.NewDownloadServiceClient(&http.Client{Transport: tr}, srv.url, opts...), download.DownloaderOptions{
+			d := download.NewDownloader(srv.client(t, p.name, nil, download.WithDataBuffers()), download.DownloaderOptions{
 				Concurrency: 3,
 				RangeSize:   2 * mib,
 			})

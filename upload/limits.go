@@ -318,14 +318,7 @@ func (b *limitedBody) takeMessage(weight int64) error {
 			"server busy: no room under its limit of %d bytes of upload chunks in flight (--max-inflight-bytes) for a message read while this request holds others; retry later",
 			b.l.maxBytes))
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		b.l.bytes.Release(n)
-		return errors.New("request ended")
-	}
-	b.held += n
-	return nil
+	return b.hold(b.l.bytes, n)
 }
 
 // take acquires n (at most limit) of sem, waiting up to the Limiter's
@@ -345,6 +338,12 @@ func (b *limitedBody) take(sem *semaphore.Weighted, n, limit int64, what, flag s
 			"server busy: it is at its limit of %d %s in flight (%s) and none came free within %v; retry later",
 			limit, what, flag, b.l.wait))
 	}
+	return b.hold(sem, n)
+}
+
+// hold records n of sem, just acquired, as held by the request; if the
+// request has ended meanwhile, it gives them back and fails.
+func (b *limitedBody) hold(sem *semaphore.Weighted, n int64) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {

@@ -78,8 +78,7 @@ func serveLimited(t *testing.T, st store.Store, l Limits) (map[string]ferryv1con
 	srv.Config.Protocols.SetUnencryptedHTTP2(true)
 	srv.Start()
 	t.Cleanup(srv.Close)
-	h2c := &http.Client{Transport: &http.Transport{Protocols: new(http.Protocols)}}
-	h2c.Transport.(*http.Transport).Protocols.SetUnencryptedHTTP2(true)
+	h2c := newH2CClient()
 	clients := map[string]ferryv1connect.UploadServiceClient{}
 	for name, opts := range svcProtocols {
 		clients[name] = ferryv1connect.NewUploadServiceClient(h2c, srv.URL, opts...)
@@ -326,8 +325,7 @@ func TestLimitOneShotFinishDoesNotWait(t *testing.T) {
 	// b on a connection of its own: on a's, b's chunk, unread while it
 	// waits for room, would fill the connection's HTTP/2 window and hold
 	// back a's finish (ferry serve sizes its windows against that).
-	h2c := &http.Client{Transport: &http.Transport{Protocols: new(http.Protocols)}}
-	h2c.Transport.(*http.Transport).Protocols.SetUnencryptedHTTP2(true)
+	h2c := newH2CClient()
 	cb := ferryv1connect.NewUploadServiceClient(h2c, url, svcProtocols["grpc"]...)
 	b := make(chan error, 1)
 	go func() {
@@ -375,8 +373,7 @@ func TestLimitOversizedMessage(t *testing.T) {
 		t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/grpc")
-	h2c := &http.Client{Transport: &http.Transport{Protocols: new(http.Protocols)}}
-	h2c.Transport.(*http.Transport).Protocols.SetUnencryptedHTTP2(true)
+	h2c := newH2CClient()
 	status := make(chan string, 1)
 	go func() {
 		res, err := h2c.Do(req)

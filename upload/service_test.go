@@ -77,13 +77,20 @@ func newSvcEnv(t *testing.T, st store.Store) *svcEnv {
 	srv.Config.Protocols.SetUnencryptedHTTP2(true)
 	srv.Start()
 	t.Cleanup(srv.Close)
-	h2c := &http.Client{Transport: &http.Transport{Protocols: new(http.Protocols)}}
-	h2c.Transport.(*http.Transport).Protocols.SetUnencryptedHTTP2(true)
+	h2c := newH2CClient()
 	env := &svcEnv{store: st, svc: svc, url: srv.URL, now: clock, clients: map[string]ferryv1connect.UploadServiceClient{}}
 	for name, opts := range svcProtocols {
 		env.clients[name] = ferryv1connect.NewUploadServiceClient(h2c, srv.URL, opts...)
 	}
 	return env
+}
+
+// newH2CClient returns an HTTP client that speaks HTTP/2 without TLS (h2c)
+// on a transport of its own.
+func newH2CClient() *http.Client {
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	return &http.Client{Transport: tr}
 }
 
 func svcData(seed uint64, n int) []byte {

@@ -669,15 +669,15 @@ func summarize(op string, size int64, count int, clients []string, samples map[s
 		ss := samples[c]
 		r := result{Op: op, Size: size, Count: count, Client: c}
 		var cpus, clientCPUs, s3CPUs, rates []float64
+		gib := float64(size) * float64(count) / (1 << 30) // moved per run
 		for _, s := range ss {
-			gib := float64(size) * float64(count) / (1 << 30)
 			clientCPUs = append(clientCPUs, s.client/gib)
 			s3CPUs = append(s3CPUs, s.s3/gib)
 			rate := float64(size) * float64(count) / (1 << 20) / s.seconds
 			r.Samples = append(r.Samples, round(rate, 1))
 			rates = append(rates, rate)
 			r.PeakRSS = max(r.PeakRSS, s.rss)
-			cpus = append(cpus, s.cpu/(float64(size)*float64(count)/(1<<30)))
+			cpus = append(cpus, s.cpu/gib)
 		}
 		r.MiBps = median(rates)
 		r.ClientCPUPerGiB = round(median(clientCPUs), 2)
