@@ -143,8 +143,14 @@ func (s *Service) checkObjectSize(size int64) error {
 }
 
 // MaxChunkSize returns the largest chunk, in bytes, the service accepts.
-// Servers set their RPC read limit a little above it.
 func (s *Service) MaxChunkSize() int64 { return s.maxChunkSize }
+
+// MaxMessageBytes returns the largest request message, in bytes, of the
+// procedures that carry chunks (Upload, PutChunk) on a service whose
+// largest chunk is maxChunkSize bytes: the chunk and 1 MiB for the rest of
+// the message and its envelope. Servers set their read limit for those
+// procedures to it; any larger message is refused before it is read.
+func MaxMessageBytes(maxChunkSize int64) int64 { return maxChunkSize + 1<<20 }
 
 // create validates spec and starts an upload: the store's multipart upload
 // first, then the manifest that names it. If the manifest cannot be written
