@@ -12,9 +12,10 @@ import (
 // (a token). Requests take bytes from it through an [account] as the bytes
 // arrive and give them back when they are done with them.
 //
-// Taking bytes as they arrive, rather than all a message will need as soon
-// as its size is known, means nobody holds what they have not sent; the
-// price is that requests holding part of a message can wait for each other.
+// A request takes the bytes of a message before it reads them, but never
+// more than [Limits].MaxAheadBytes ahead of what it has read, so nobody holds much that
+// they have not sent; the price is that requests holding part of a large
+// message can wait for each other.
 // The budget breaks such a wait at once rather than after a timeout: a
 // request that already holds bytes may wait only while some other holder is
 // not waiting (it is being read, or its handler is working, and will give
@@ -249,17 +250,20 @@ func (b *budget) remove(w *waiter) {
 	}
 }
 
+// smallRequest is the largest acquire that may be served ahead of larger
+// ones waiting for the total: a control message (64 KiB) and its read, so
+// that small requests never wait behind a large one (head-of-line
+// blocking). They are short-lived, so they cannot hold a large one back for
+// long.
+const smallRequest = 64<<10 + 1
+
 // dispatch grants what fits, holders first and each class in arrival
-// order, then breaks a wait that could never end. A waiter stopped by the
-// total stops its class (no overtaking: every acquire is small, see
-// [maxLead]); one stopped by its own tenant's share is passed over. b.mu is
-// held.
+// order, then breaks a wait that could never end. Once a waiter is stopped
+// by the total, only small requests ([smallRequest]) may pass it; a waiter
+// stopped by its own tenant's share is passed over. b.mu is held.
 func (b *budget) dispatch() {
-	holderWaits := false // a holder waits for the total: serve nobody else first
+	stopped := false // a waiter waits for the total
 	for _, holders := range []bool{true, false} {
-		if !holders && holderWaits {
-			break
-		}
 		for i := 0; i < len(b.waiters); {
 			w := b.waiters[i]
 			if w.holder != holders {
@@ -270,9 +274,10 @@ func (b *budget) dispatch() {
 				i++
 				continue
 			}
-			if b.used+w.n > b.total {
-				holderWaits = holders
-				break
+			if b.used+w.n > b.total || stopped && w.n > smallRequest {
+				stopped = true
+				i++
+				continue
 			}
 			b.grant(w) // removes w from b.waiters
 		}

@@ -34,8 +34,9 @@ type limitedBody struct {
 	prefixLen int       // bytes of prefix read
 	prefixOff int       // bytes of prefix passed on
 	remaining int64     // bytes of the current message still to pass on
+	ahead     int64     // bytes taken for the current message, not yet passed on
+	unknown   bool      // a body that is one message and has no Content-Length
 	messages  int       // message prefixes read
-	total     int64     // bytes passed on of a body that is one message (unary Connect)
 	src       io.Reader // the current message's bytes when inflated here; nil: the body
 
 	mu      sync.Mutex
@@ -73,6 +74,18 @@ func (b *limitedBody) prepare(r *http.Request) error {
 		if !b.enveloped {
 			r.Header.Del("Content-Length")
 			r.ContentLength = -1
+			return nil // readWhole inflates it, then knows its length
+		}
+	}
+	if !b.enveloped {
+		// One message: its Content-Length, if given, is its size.
+		switch limit := b.route.MaxMessageBytes; {
+		case r.ContentLength > limit:
+			return tooLarge(limit, false)
+		case r.ContentLength >= 0:
+			b.remaining = r.ContentLength
+		default:
+			b.remaining, b.unknown = limit+1, true // a byte past the limit shows it is larger
 		}
 	}
 	return nil
@@ -105,13 +118,19 @@ func (b *limitedBody) readWhole(p []byte) (int, error) {
 			return 0, err
 		}
 		b.src = bytes.NewReader(data)
+		b.remaining = int64(len(data))
 	}
-	// One byte past the limit shows the body is larger.
-	k := min(int64(len(p)), maxLead, limit+1-b.total)
-	n, err := b.pass(p[:k])
-	b.total += int64(n)
-	if b.total > limit {
-		return 0, tooLarge(limit, b.inflate)
+	if b.remaining == 0 {
+		if b.unknown {
+			return 0, tooLarge(limit, false)
+		}
+		return 0, io.EOF
+	}
+	n, err := b.pass(p)
+	if errors.Is(err, io.EOF) && b.ahead > 0 {
+		// Shorter than the most it could be: give back the rest.
+		b.acc.release(b.ahead)
+		b.ahead = 0
 	}
 	return n, err
 }
@@ -127,10 +146,7 @@ func (b *limitedBody) readEnveloped(p []byte) (int, error) {
 	if b.remaining == 0 {
 		return b.nextMessage(p)
 	}
-	k := min(int64(len(p)), b.remaining, maxLead)
-	n, err := b.pass(p[:k])
-	b.remaining -= int64(n)
-	return n, err
+	return b.pass(p)
 }
 
 // nextMessage reads the prefix of the next message and passes it on. It
@@ -184,33 +200,40 @@ func (b *limitedBody) nextMessage(p []byte) (int, error) {
 	return b.prefixOff, nil
 }
 
-// pass reads into p from the current source, taking what it reads from
-// the budget first (len(p) is at most maxLead) and giving back what it did
-// not read.
+// pass reads into p, at most the current message's remaining bytes, from
+// the current source. The bytes are taken from the budget before they are
+// read: the rest of the message, up to the limiter's maxAhead, whenever what was taken
+// has been passed on.
 func (b *limitedBody) pass(p []byte) (int, error) {
-	if len(p) == 0 {
+	if len(p) == 0 || b.remaining == 0 {
 		return 0, nil
 	}
-	if err := b.take(int64(len(p))); err != nil {
-		return 0, err
+	if b.ahead == 0 {
+		n := min(b.remaining, b.l.maxAhead)
+		if err := b.take(n); err != nil {
+			return 0, err
+		}
+		b.ahead = n
 	}
+	p = p[:min(int64(len(p)), b.ahead)]
 	var n int
 	var err error
 	if b.src != nil {
 		n, err = b.src.Read(p)
-		if r, ok := b.src.(*bytes.Reader); ok && r.Len() == 0 {
-			b.dropSource()
-			if err == nil && !b.enveloped {
-				err = io.EOF
-			}
-		}
 	} else {
 		n, err = b.body.Read(p)
 	}
+	b.ahead -= int64(n)
+	b.remaining -= int64(n)
 	b.mu.Lock()
 	b.msgHeld += int64(n)
 	b.mu.Unlock()
-	b.acc.release(int64(len(p) - n))
+	if r, ok := b.src.(*bytes.Reader); ok && r.Len() == 0 {
+		b.dropSource()
+		if err == nil && !b.enveloped {
+			err = io.EOF
+		}
+	}
 	return n, err
 }
 
@@ -263,7 +286,7 @@ func (b *limitedBody) inflateFrom(r io.Reader, size, limit int64) ([]byte, error
 func (b *limitedBody) readTaken(r io.Reader, max int64) ([]byte, error) {
 	var out []byte
 	for int64(len(out)) < max {
-		k := min(maxLead, max-int64(len(out)))
+		k := min(maxRead, max-int64(len(out)))
 		if err := b.take(k); err != nil {
 			return out, err
 		}

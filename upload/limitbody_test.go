@@ -126,7 +126,7 @@ func TestLimitDecompressionBomb(t *testing.T) {
 				t.Errorf("grpc-status %s %q, want %d, larger once decompressed", status, msg, connect.CodeResourceExhausted)
 			}
 			st, _ := lim.budget.state()
-			if bound := c.limit + int64(len(c.body)) + maxLead; st.peak > bound {
+			if bound := c.limit + int64(len(c.body)) + maxRead; st.peak > bound {
 				t.Errorf("the budget held %d bytes, more than the limit, the compressed bytes and one read (%d)", st.peak, bound)
 			}
 		})
@@ -148,23 +148,23 @@ func TestLimitDecompressionBomb(t *testing.T) {
 		if res.StatusCode != http.StatusTooManyRequests || !strings.Contains(string(body), "once decompressed") {
 			t.Errorf("unary Connect bomb: HTTP %d %s, want 429 resource_exhausted, larger once decompressed", res.StatusCode, body)
 		}
-		if st, _ := lim.budget.state(); st.peak > testDataLimit+int64(len(bomb))+maxLead {
+		if st, _ := lim.budget.state(); st.peak > testDataLimit+int64(len(bomb))+maxRead {
 			t.Errorf("the budget held %d bytes", st.peak)
 		}
 	})
 }
 
 // TestLimitTrickle: a client that declares a 5 MiB chunk and then trickles
-// holds only what it has sent (and one read's lead), not the 5 MiB it
-// announced, so another upload that needs most of the budget goes through
-// beside it.
+// holds only what it has sent and MaxAheadBytes (here 1 MiB), not the 5 MiB
+// it announced, so another upload that needs most of the budget goes
+// through beside it.
 func TestLimitTrickle(t *testing.T) {
 	t.Parallel()
 	disk, err := diskstore.New(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	clients, lim, url := serveLimited(t, disk, Limits{MaxInflightBytes: 6 * mib, Wait: time.Minute})
+	clients, lim, url := serveLimited(t, disk, Limits{MaxInflightBytes: 7 * mib, MaxAheadBytes: mib, Wait: time.Minute})
 	ctx := t.Context()
 	c := clients["grpc"]
 	created, err := c.CreateUpload(ctx, connect.NewRequest(&ferryv1.CreateUploadRequest{Spec: &ferryv1.UploadSpec{Key: "trickle", Size: ptr(int64(5 * mib))}}))
@@ -191,8 +191,8 @@ func TestLimitTrickle(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitState(t, lim.budget, "the trickled bytes to be read", func(s budgetState) bool { return s.used >= 1024 })
-	if st, _ := lim.budget.state(); st.used > int64(len(sent))+maxLead {
-		t.Errorf("a client that sent %d bytes holds %d of the budget", len(sent), st.used)
+	if st, _ := lim.budget.state(); st.used > int64(len(sent))+mib {
+		t.Errorf("a client that sent %d bytes holds %d of the budget, more than that and 1 MiB ahead", len(sent), st.used)
 	}
 	data := svcData(12, 5*mib)
 	crc := store.CRC32C(data)
@@ -200,6 +200,6 @@ func TestLimitTrickle(t *testing.T) {
 		createMsg(&ferryv1.UploadSpec{Key: "beside", Size: ptr(int64(len(data)))}),
 		chunkMsg(svcChunk(0, data)),
 		finishMsg(ptr(int64(len(data))), &crc)); err != nil {
-		t.Errorf("an upload of 5 MiB beside the trickling one, in a 6 MiB budget: %v", err)
+		t.Errorf("an upload of 5 MiB beside the trickling one, in a 7 MiB budget: %v", err)
 	}
 }

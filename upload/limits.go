@@ -30,12 +30,13 @@ const (
 	DefaultLimitWait = 5 * time.Minute
 )
 
-// maxLead is the most bytes a request takes from the budget ahead of what
-// it has received: one read of its body, at most 256 KiB (the HTTP/2 stream
-// window `ferry serve` gives a request, and so the most one read of an
-// HTTP/2 body returns). A request that stalls holds at most this much that
-// it has not sent.
-const maxLead = 256 << 10
+// DefaultMaxAheadBytes is the default of [Limits].MaxAheadBytes: 16 MiB.
+const DefaultMaxAheadBytes = 16 << 20
+
+// maxRead is the most bytes the limiter reads at once for its own buffers
+// (a compressed message, and what it inflates to), taking each read from
+// the budget first: 256 KiB.
+const maxRead = 256 << 10
 
 // Limits bound the memory a server spends on request bodies and the
 // transfers it serves, whatever the number of clients, their tokens or the
@@ -51,9 +52,9 @@ const maxLead = 256 << 10
 // buffer, and what its client sent is bounded by the HTTP/2 stream window.
 // Then every request's body passes through an accountant that takes each
 // byte from the shared budget (MaxInflightBytes, and the tenant's share)
-// as it arrives, at most [maxLead] ahead, and refuses a message larger than
-// its procedure accepts ([Route]) from its 5-byte prefix, before reading
-// it. gzip-compressed messages are inflated by the accountant itself, every
+// before it is read, at most MaxAheadBytes ahead, and refuses a message larger
+// than its procedure accepts ([Route]) from its 5-byte prefix (or its
+// Content-Length), before reading it. gzip-compressed messages are inflated by the accountant itself, every
 // inflated byte taken from the budget as it is produced, so connect-go only
 // ever sees uncompressed messages of known size: a compressed message
 // costs what it really holds, and a decompression bomb stops at its
@@ -81,6 +82,16 @@ type Limits struct {
 	// served at once; its others wait. 0 means a quarter of MaxStreams (at
 	// least 1).
 	MaxStreamsPerTenant int
+	// MaxAheadBytes is the most bytes a request takes from the budget for a
+	// message ahead of what it has read. A message of up to that size (a
+	// chunk of any usual chunk size: ferry's default is 7 MiB) is taken
+	// whole when it begins, so once started it never waits, and requests
+	// cannot deadlock over such messages; a larger one is taken
+	// MaxAheadBytes at a time. So a client that announces a message and
+	// then stalls or trickles holds at most this much it has not sent per
+	// request, and its token's share in all. 0 means
+	// [DefaultMaxAheadBytes].
+	MaxAheadBytes int64
 	// Wait is how long a request waits for a place or for bytes before it
 	// fails with RESOURCE_EXHAUSTED (which clients retry after a backoff).
 	// 0 means [DefaultLimitWait].
@@ -139,6 +150,7 @@ type Limiter struct {
 	tenantBytes int64
 	maxStreams  int64
 	tenantMax   int64
+	maxAhead    int64
 	wait        time.Duration
 	route       func(string) (Route, bool)
 	tenant      func(*http.Request) string
@@ -155,7 +167,7 @@ var defaultRoute = Route{MaxMessageBytes: wire.MaxControlMessageBytes}
 // when maxMessage (the largest message any route accepts, in bytes) does
 // not fit in the budget or a tenant's share.
 func NewLimiter(l Limits, maxMessage int64) (*Limiter, error) {
-	if l.MaxInflightBytes < 0 || l.MaxInflightBytesPerTenant < 0 || l.MaxStreams < 0 || l.MaxStreamsPerTenant < 0 || l.Wait < 0 {
+	if l.MaxInflightBytes < 0 || l.MaxInflightBytesPerTenant < 0 || l.MaxStreams < 0 || l.MaxStreamsPerTenant < 0 || l.MaxAheadBytes < 0 || l.Wait < 0 {
 		return nil, fmt.Errorf("upload: negative limit in %+v", l)
 	}
 	if l.MaxInflightBytes == 0 {
@@ -172,6 +184,9 @@ func NewLimiter(l Limits, maxMessage int64) (*Limiter, error) {
 	}
 	if l.Wait == 0 {
 		l.Wait = DefaultLimitWait
+	}
+	if l.MaxAheadBytes == 0 {
+		l.MaxAheadBytes = DefaultMaxAheadBytes
 	}
 	switch {
 	case l.MaxInflightBytesPerTenant > l.MaxInflightBytes:
@@ -194,6 +209,7 @@ func NewLimiter(l Limits, maxMessage int64) (*Limiter, error) {
 		tenantBytes:   l.MaxInflightBytesPerTenant,
 		maxStreams:    int64(l.MaxStreams),
 		tenantMax:     int64(l.MaxStreamsPerTenant),
+		maxAhead:      l.MaxAheadBytes,
 		wait:          l.Wait,
 		route:         l.Route,
 		tenant:        l.Tenant,
