@@ -68,7 +68,8 @@ type listRange struct {
 // "p/a/" after "p/a/b0", the key "p/a0", and the keys under "p/" after
 // "p/a0" ("0" is the byte after "/", so "p/a/b0" is the first key past
 // "p/a/b/"). The ranges after the first are read only when the first does
-// not fill the page, one or two requests each.
+// not fill the page, one or two requests each, for at most
+// [store.MaxKeySegments] levels.
 func listRanges(prefix, startAfter string) []listRange {
 	if startAfter == "" || !strings.HasPrefix(startAfter, prefix) {
 		return []listRange{{prefix: prefix, startAfter: startAfter}}
@@ -81,6 +82,12 @@ func listRanges(prefix, startAfter string) []listRange {
 	}
 	if len(slashes) == 0 {
 		return []listRange{{prefix: prefix, startAfter: startAfter}}
+	}
+	if len(slashes) > store.MaxKeySegments {
+		// Deeper than any key ferry writes (a page token a client made
+		// up, or another tool's object): split at the deepest levels
+		// only, so a page costs at most 2*MaxKeySegments+1 requests.
+		slashes = slashes[len(slashes)-store.MaxKeySegments:]
 	}
 	ranges := []listRange{{prefix: startAfter[:slashes[len(slashes)-1]+1], startAfter: startAfter}}
 	for k := len(slashes) - 1; k >= 0; k-- {
