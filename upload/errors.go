@@ -51,6 +51,7 @@ func errorf(kind error, format string, args ...any) error {
 //	ErrInvalidArgument, store.ErrInvalidKey, store.ErrChecksumMismatch → InvalidArgument
 //	store.ErrNotFound, store.ErrUploadNotFound                         → NotFound
 //	ErrIncomplete, store.ErrInvalidPart, store.ErrPreconditionFailed   → FailedPrecondition
+//	store.ErrKeyConflict                                               → FailedPrecondition
 //	ErrAlreadyExists                                                   → AlreadyExists
 //	store.ErrInvalidRange                                              → OutOfRange
 //	store.ErrConflict                                                  → Aborted
@@ -100,6 +101,8 @@ func classify(err error) (connect.Code, string) {
 		return connect.CodeFailedPrecondition, "upload incomplete"
 	case errors.Is(err, store.ErrPreconditionFailed):
 		return connect.CodeFailedPrecondition, "precondition failed: the object changed"
+	case errors.Is(err, store.ErrKeyConflict):
+		return connect.CodeFailedPrecondition, "the key conflicts with an object at one of its parents or objects under it"
 	case errors.Is(err, ErrAlreadyExists):
 		return connect.CodeAlreadyExists, "an object already exists under the key"
 	case errors.Is(err, store.ErrInvalidRange):

@@ -65,6 +65,9 @@ func (s *Service) oneShot(ctx context.Context, stream *connect.ClientStream[ferr
 	if stream.Err() != nil {
 		return nil, ahead, nil
 	}
+	if err := s.checkKeyFree(ctx, spec.GetKey()); err != nil { // see conflict.go
+		return nil, nil, err
+	}
 	info, err := s.store.PutObject(ctx, spec.GetKey(), bytes.NewReader(c.GetData()), size, store.PutOptions{
 		ContentType: spec.GetContentType(),
 		Metadata:    spec.GetMetadata(),

@@ -160,6 +160,9 @@ func (s *Service) create(ctx context.Context, spec *ferryv1.UploadSpec) (*manife
 	if err != nil {
 		return nil, err
 	}
+	if err := s.checkKeyFree(ctx, spec.GetKey()); err != nil { // see conflict.go
+		return nil, err
+	}
 	storeID, err := s.store.CreateMultipartUpload(ctx, spec.GetKey(), store.CreateOptions{
 		ContentType: spec.GetContentType(),
 		Metadata:    spec.GetMetadata(),
@@ -333,6 +336,9 @@ func (s *Service) complete(ctx context.Context, m *manifest, size *int64, crc *u
 		return store.ObjectInfo{}, 0, errorf(ErrIncomplete, "whole-object crc32c mismatch: the stored chunks give %08x, the client expects %08x; the upload stays open", objectCRC, *want)
 	}
 
+	if err := s.checkKeyFree(ctx, m.Key); err != nil { // see conflict.go; the upload stays open
+		return store.ObjectInfo{}, 0, err
+	}
 	info, err := s.store.CompleteMultipartUpload(ctx, m.Key, m.StoreUploadID, parts, store.CompleteOptions{
 		CRC32C:      objectCRC,
 		IfNoneMatch: m.IfNoneMatch,
