@@ -333,32 +333,34 @@ func TestBrowserTokenStaysWithItsServer(t *testing.T) {
 	if err := os.WriteFile(cfgPath, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	runBrowserScript(t, env, "servers.mjs", cfgPath)
-
-	// What the two servers saw, over the whole run.
-	if got := attacker.snapshot(); got.Connections != 0 || len(got.Requests) != 0 {
-		t.Errorf("the attacker's server got %d connections and %d requests, want none: %+v", got.Connections, len(got.Requests), got.Requests)
-	}
-	got := listed.snapshot()
-	var authorized int
-	for _, q := range got.Requests {
-		for name, vs := range q.Header {
-			for _, v := range vs {
-				if strings.Contains(v, pageToken) {
-					t.Errorf("the listed server got the page's token in %s: %s %s", name, q.Method, q.Path)
+	// What the two servers saw over the whole run, checked even when the
+	// script fails.
+	defer func() {
+		if got := attacker.snapshot(); got.Connections != 0 || len(got.Requests) != 0 {
+			t.Errorf("the attacker's server got %d connections and %d requests, want none: %+v", got.Connections, len(got.Requests), got.Requests)
+		}
+		got := listed.snapshot()
+		var authorized int
+		for _, q := range got.Requests {
+			for name, vs := range q.Header {
+				for _, v := range vs {
+					if strings.Contains(v, pageToken) {
+						t.Errorf("the listed server got the page's token in %s: %s %s", name, q.Method, q.Path)
+					}
+				}
+			}
+			if a := q.Header.Get("Authorization"); a != "" {
+				authorized++
+				if a != "Bearer "+listedToken {
+					t.Errorf("the listed server got Authorization %q, want only its own token", a)
 				}
 			}
 		}
-		if a := q.Header.Get("Authorization"); a != "" {
-			authorized++
-			if a != "Bearer "+listedToken {
-				t.Errorf("the listed server got Authorization %q, want only its own token", a)
-			}
+		if authorized == 0 && !t.Failed() {
+			t.Errorf("the listed server never got the token entered for it (requests: %+v)", got.Requests)
 		}
-	}
-	if authorized == 0 {
-		t.Errorf("the listed server never got the token entered for it (requests: %+v)", got.Requests)
-	}
+	}()
+	runBrowserScript(t, env, "servers.mjs", cfgPath)
 }
 
 // TestPageServerFlag checks that ferry serve refuses a --page-server that

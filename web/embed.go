@@ -64,13 +64,15 @@ const serversMeta = `<meta name="ferry-page-servers" content="">`
 // crc-worker.js and style.css. Other methods get 405 Method Not Allowed; a
 // path that is not valid UTF-8, holds a control character (such as NUL)
 // or a backslash, or has an empty, "." or ".." element gets 400 Bad
-// Request; any other path the page does not have gets 404 Not Found.
-// Responses carry Cache-Control: no-cache with an ETag (a hash of the
-// file), so the browser revalidates on every load and picks up a new
-// binary's page at once; a Content-Security-Policy that lets the page load
-// only its own scripts and send requests only to its own origin and to
-// opts.PageServers; and X-Content-Type-Options: nosniff. Mount it at "/"
-// beside the RPC handlers: their paths are more specific patterns.
+// Request; any other path the page does not have gets 404 Not Found; all
+// three with a one-line text/plain message. A file is served with
+// Cache-Control: no-cache and an ETag (a hash of its content), so the
+// browser revalidates it on every load (304 Not Modified when unchanged)
+// and picks up a new binary's page at once, and with a
+// Content-Security-Policy that lets the page load only its own scripts and
+// connect only to its own origin and to opts.PageServers. Every response
+// carries X-Content-Type-Options: nosniff. Mount it at "/" beside the RPC
+// handlers: their paths are more specific patterns.
 //
 // Handler panics when opts.PageServers holds an entry that [ParseOrigin]
 // does not return unchanged.

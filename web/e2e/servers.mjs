@@ -48,8 +48,20 @@ await withBrowser(cfg.chromium, async (context) => {
 
   // 2. The same tab follows a link naming the attacker's server, which the
   // operator did not list: the page asks, and has sent nothing anywhere
-  // near it.
-  await open(page, `${cfg.pageUrl}?server=${encodeURIComponent(cfg.attackerUrl)}`);
+  // near it. Escape is the safe answer: the page stays with its own server
+  // and its token, and drops ?server= from the address.
+  const attackerLink = `${cfg.pageUrl}?server=${encodeURIComponent(cfg.attackerUrl)}`;
+  await open(page, attackerLink);
+  await expectPrompt(page, attackerOrigin, true);
+  await page.keyboard.press("Escape");
+  await expectStatus(page, "ok", new URL(cfg.pageUrl).origin);
+  if ((await page.locator("#token").inputValue()) !== cfg.pageToken) throw new Error("declining the link lost the own server's token");
+  if (new URL(page.url()).searchParams.has("server")) throw new Error(`declining the link left it in the address: ${page.url()}`);
+  await expectListed(page);
+  await expectNothingSent("attacker", "after the person declined");
+  log("link to the attacker declined with Escape");
+  // Followed again, and this time the person looks closer.
+  await open(page, attackerLink);
   await expectPrompt(page, attackerOrigin, true);
   await expectStatus(page, "pending", attackerOrigin);
   await page.screenshot({ path: cfg.screenshot });
@@ -149,7 +161,7 @@ async function expectListed(p) {
 // with the policy's refusal explained when the page may not reach it.
 async function expectPrompt(p, origin, forbidden) {
   const dialog = p.locator("#server-prompt[open]");
-  await dialog.waitFor();
+  await dialog.waitFor({ timeout: 30_000 });
   const named = await dialog.locator("#server-prompt-origin").textContent();
   if (!named.startsWith(origin)) throw new Error(`the prompt names ${named}, want ${origin}`);
   const csp = dialog.locator("#server-prompt-csp");
