@@ -5,18 +5,20 @@
 // the page's own origin; the page asks the person before it contacts it
 // (servers.ts), and reaches it only if the page's Content-Security-Policy
 // allows it (ferry serve --page-server) and it allows the page's origin
-// (its --cors-origin); ?body=bytes hands fetch request bodies as the Uint8Array connect-web
-// makes instead of a Blob, to measure what the Blob gains (see client.ts).
+// (its --cors-origin); ?body=bytes hands fetch request bodies as the
+// Uint8Array connect-web makes instead of a Blob, to measure what the Blob
+// gains (see client.ts).
 //
-// The browser test (web/e2e/browser.mjs) reads the page's state from data
+// The browser tests (web/e2e/*.mjs) read the page's state from data
 // attributes, which are therefore kept stable: <html data-ready> once the
-// page is wired; #server-status data-state (ok, pending: a link's server
-// awaits confirmation in #server-prompt, blocked: the policy forbids it,
-// invalid, none) and data-origin; on each upload's <li data-name>: data-status (queued,
-// running, done, error), data-committed and data-chunks (chunks on the
-// server, of all), data-sent (PutChunk calls made by this page load),
-// data-elapsed-ms and data-crc32c when done; on each object's
-// <tr data-key>: data-download (running, done, error) and data-elapsed-ms.
+// page is wired; #server-status data-state (ok; pending: a link's server
+// awaits confirmation in #server-prompt; blocked: the policy forbids it;
+// invalid; none) and data-origin; on each upload's <li data-name>:
+// data-status (queued, running, done, error), data-committed and
+// data-chunks (chunks on the server, of all), data-sent (PutChunk calls
+// made by this page load), data-elapsed-ms and data-crc32c when done; on
+// each object's <tr data-key>: data-download (running, done, error) and
+// data-elapsed-ms.
 
 import { createClients, type Clients } from "./client";
 import { CrcWorker } from "./crc-protocol";
@@ -431,8 +433,12 @@ function showUnfinished(): void {
     discard.textContent = "Discard";
     discard.setAttribute("aria-label", `Discard the unfinished upload of ${u.name}`);
     discard.addEventListener("click", async () => {
+      if (clients === undefined) {
+        // Keep it: the upload can be aborted once its server is usable.
+        showError(describeError(noClientsError()));
+        return;
+      }
       try {
-        if (clients === undefined) throw noClientsError();
         await clients.upload.abortUpload({ uploadId: u.uploadId });
       } catch {
         // Gone already (expired or completed): forgetting is all that is left.
@@ -464,10 +470,14 @@ async function refreshObjects(): Promise<void> {
       const res = await c.objects.listObjects({ pageToken });
       for (const o of res.objects) rows.push(objectRow(o.key, Number(o.size), o.lastModified ? new Date(Number(o.lastModified.seconds) * 1000) : undefined));
       pageToken = res.nextPageToken;
-    } while (pageToken !== "" && rows.length < 10_000);
+    } while (pageToken !== "" && rows.length < 10_000 && c === clients);
+    // A listing of a server the page has left since is not shown: its rows'
+    // buttons would act on the current one.
+    if (c !== clients) return;
     objectsBody.replaceChildren(...rows);
     objectsText.textContent = rows.length === 1 ? "1 object." : `${rows.length} objects.`;
   } catch (err) {
+    if (c !== clients) return;
     objectsText.textContent = `Could not list objects: ${describeError(err)}`;
   }
 }
