@@ -46,6 +46,7 @@ type serveConfig struct {
 	maxChunkSize    int64
 	uploadTTL       time.Duration
 	corsOrigins     []string
+	pageServers     []string // --page-server origins, as web.ParseOrigin returns them
 	logLevel        slog.Level
 	shutdownTimeout time.Duration
 	// security is authentication, TLS, object size and per-token limits,
@@ -136,6 +137,13 @@ FERRY_S3_CREATE_BUCKET). Flags win over the environment.`,
 			if err := cfg.resolveLimits(cmd.Flags().Changed("max-inflight-bytes"), maxInflight, maxInflightPerToken); err != nil {
 				return err
 			}
+			for i, s := range cfg.pageServers {
+				o, err := web.ParseOrigin(s)
+				if err != nil {
+					return usagef("--page-server: %v", err)
+				}
+				cfg.pageServers[i] = o
+			}
 			log := slog.New(slog.NewTextHandler(stdio.err, &slog.HandlerOptions{Level: cfg.logLevel}))
 			return start(cmd.Context(), cfg, log)
 		},
@@ -154,6 +162,7 @@ FERRY_S3_CREATE_BUCKET). Flags win over the environment.`,
 	f.StringVar(&maxChunkSize, "max-chunk-size", "64MiB", "largest chunk `size` accepted; bounds server memory per stream")
 	f.DurationVar(&cfg.uploadTTL, "upload-ttl", 24*time.Hour, "abort uploads idle for this `duration`")
 	f.StringArrayVar(&cfg.corsOrigins, "cors-origin", nil, "allow browser requests from this `origin` (repeatable; * for any)")
+	f.StringArrayVar(&cfg.pageServers, "page-server", nil, "let the browser page at / connect to this other ferry server, an http(s) `origin` (repeatable; default: its own origin only)")
 	f.StringVar(&logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	f.StringVar(&maxInflight, "max-inflight-bytes", "96MiB", "request-body bytes held in memory at once, over all requests (chunks, compressed or not, and every other message); bounds server memory, with a Go heap soft limit of 3x this plus 128MiB unless GOMEMLIMIT is set (at least --max-chunk-size plus 1MiB)")
 	f.StringVar(&maxInflightPerToken, "max-inflight-bytes-per-token", "", "the share of --max-inflight-bytes one token may hold (default: half of it, or --max-chunk-size plus 1MiB if that is more)")
@@ -405,7 +414,7 @@ func newHandler(cfg serveConfig, st store.Store, log *slog.Logger, metrics *tele
 	mux.Handle(grpcreflect.NewHandlerV1(reflector, open))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, open))
 	// The browser page (package web) at "/"; the RPC paths above are more specific.
-	mux.Handle("/", web.Handler())
+	mux.Handle("/", web.Handler(web.Options{PageServers: cfg.pageServers}))
 	limits := cfg.limits
 	limits.Route = routes(dataLimit)
 	limits.Tenant = tokenName
