@@ -23,7 +23,6 @@ import (
 	"github.com/dustin/go-humanize"
 	"github.com/rs/cors"
 	"github.com/spf13/cobra"
-	"golang.org/x/net/netutil"
 
 	"github.com/ferryhq/ferry/auth"
 	"github.com/ferryhq/ferry/download"
@@ -164,7 +163,7 @@ FERRY_S3_CREATE_BUCKET). Flags win over the environment.`,
 	f.StringArrayVar(&cfg.corsOrigins, "cors-origin", nil, "allow browser requests from this `origin` (repeatable; * for any)")
 	f.StringArrayVar(&cfg.pageServers, "page-server", nil, "let the browser page at / connect to this other ferry server, an http(s) `origin` (repeatable; default: its own origin only)")
 	f.StringVar(&logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
-	f.StringVar(&maxInflight, "max-inflight-bytes", "96MiB", "request-body bytes held in memory at once, over all requests (chunks, compressed or not, and every other message); bounds server memory, with a Go heap soft limit of 3x this plus 128MiB unless GOMEMLIMIT is set (at least --max-chunk-size plus 1MiB)")
+	f.StringVar(&maxInflight, "max-inflight-bytes", "96MiB", "request-body bytes held in memory at once, over all requests (chunks, compressed or not, and every other message); with --max-streams and --max-connections it bounds server memory (docs/security.md), and the Go heap gets a soft limit near that bound unless GOMEMLIMIT is set (at least --max-chunk-size plus 1MiB)")
 	f.StringVar(&maxInflightPerToken, "max-inflight-bytes-per-token", "", "the share of --max-inflight-bytes one token may hold (default: half of it, or --max-chunk-size plus 1MiB if that is more)")
 	f.IntVar(&cfg.limits.MaxStreams, "max-streams", upload.DefaultMaxStreams, "upload and download requests served at once; more wait")
 	f.IntVar(&cfg.limits.MaxStreamsPerTenant, "max-streams-per-token", 0, "upload and download requests one token has served at once; its others wait (default: a quarter of --max-streams, at least 1)")
@@ -262,14 +261,24 @@ func (cfg *serveConfig) check() error {
 	return nil
 }
 
-// heapLimit is the Go heap's soft limit for transfer limits l: three times
-// the chunk bytes in flight (each held chunk is connect-go's read buffer
-// plus the decoded message, and garbage from the ones before) plus 128 MiB
-// for everything else. The garbage collector works harder near it rather
-// than let the heap grow to twice what is live.
-func heapLimit(l upload.Limits) int64 {
-	return 3*cmp.Or(l.MaxInflightBytes, upload.DefaultMaxInflightBytes) + 128<<20
+// memoryBound is the most memory, in bytes, the server may use under any
+// mix of requests with cfg's limits, as docs/security.md states it and
+// integration/abuse_test.go checks it: 64 MiB for the program itself,
+// three times --max-inflight-bytes for request bodies (a message is held by
+// connect-go's read buffer, which may be twice its size, and by the message
+// decoded from it), 4 MiB per stream place (a download's data buffers, an
+// upload's part of the HTTP/2 windows), and 1 MiB per connection (its
+// frame buffer and the headers of its requests).
+func memoryBound(cfg serveConfig) int64 {
+	l := cfg.limits
+	return 64<<20 + 3*cmp.Or(l.MaxInflightBytes, upload.DefaultMaxInflightBytes) +
+		4<<20*int64(cmp.Or(l.MaxStreams, upload.DefaultMaxStreams)) + 1<<20*int64(cmp.Or(cfg.maxConnections, defaultMaxConnections))
 }
+
+// heapLimit is the Go runtime's soft memory limit for cfg: memoryBound
+// less 32 MiB for the program's code. The garbage collector works harder
+// near it rather than let the heap grow to twice what is live.
+func heapLimit(cfg serveConfig) int64 { return memoryBound(cfg) - 32<<20 }
 
 // resolveLimits checks the memory limits given as flags. When
 // --max-inflight-bytes is not given it is raised, if need be, to hold one
@@ -477,7 +486,7 @@ func tokenName(r *http.Request) string {
 // serve runs the server until ctx is done, then shuts it down gracefully.
 func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	if _, ok := os.LookupEnv("GOMEMLIMIT"); !ok {
-		debug.SetMemoryLimit(heapLimit(cfg.limits))
+		debug.SetMemoryLimit(heapLimit(cfg))
 	}
 	st, kind, err := openStore(ctx, cfg)
 	if err != nil {
@@ -506,8 +515,9 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	}
 	// Every connection costs buffers before any request on it is
 	// authenticated (docs/security.md's memory bound counts them).
-	ln = netutil.LimitListener(ln, cfg.maxConnections)
+	conns := newConnLimiter(ln, cfg.maxConnections, sec.readHeaderTimeout)
 	srv := &http.Server{
+		ConnState:         conns.track,
 		Handler:           withIdleTimeout(handler, sec.streamIdleTimeout),
 		Protocols:         sec.protocols(),
 		TLSConfig:         tlsConfig,
@@ -518,7 +528,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		HTTP2:             http2Config,
 	}
 	sec.logStartup(log)
-	attrs := []any{"addr", ln.Addr().String(), "store", kind, "tls", tlsConfig != nil}
+	attrs := []any{"addr", ln.Addr().String(), "store", kind, "tls", tlsConfig != nil, "memory_bound", humanize.IBytes(uint64(memoryBound(cfg)))}
 	if kind == "disk" {
 		attrs = append(attrs, "data", cfg.dataDir)
 	} else {
@@ -534,10 +544,10 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	go func() {
 		if tlsConfig != nil {
 			// ServeTLS offers h2 and http/1.1 by ALPN, as srv.Protocols says.
-			served <- srv.ServeTLS(ln, "", "")
+			served <- srv.ServeTLS(conns, "", "")
 			return
 		}
-		served <- srv.Serve(ln)
+		served <- srv.Serve(conns)
 	}()
 	select {
 	case err := <-served:

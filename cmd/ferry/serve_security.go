@@ -193,6 +193,10 @@ func (sc *securityConfig) logStartup(log *slog.Logger) {
 	}
 }
 
+// maxMetricsConnections bounds the connections the metrics port serves at
+// once: a scraper and a person with pprof need a few.
+const maxMetricsConnections = 16
+
 // serveMetrics serves the metrics at /metrics on sc.metricsAddr until ctx
 // is done. It returns once the listener is open, with the address bound.
 func (sc *securityConfig) serveMetrics(ctx context.Context, metrics *telemetry.Metrics, log *slog.Logger) (string, error) {
@@ -200,6 +204,7 @@ func (sc *securityConfig) serveMetrics(ctx context.Context, metrics *telemetry.M
 	if err != nil {
 		return "", fmt.Errorf("--metrics-addr: %w", err)
 	}
+	conns := newConnLimiter(ln, maxMetricsConnections, sc.readHeaderTimeout)
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", metrics.Handler())
 	if sc.pprof {
@@ -212,6 +217,7 @@ func (sc *securityConfig) serveMetrics(ctx context.Context, metrics *telemetry.M
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	srv := &http.Server{
+		ConnState:         conns.track,
 		Handler:           mux,
 		ReadHeaderTimeout: sc.readHeaderTimeout,
 		ReadTimeout:       30 * time.Second,
@@ -221,7 +227,7 @@ func (sc *securityConfig) serveMetrics(ctx context.Context, metrics *telemetry.M
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := srv.Serve(conns); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("metrics server", "err", err)
 		}
 	}()
