@@ -205,22 +205,26 @@ func waitMetric(t testing.TB, addr, name string, want float64) {
 
 // peakRSS returns the peak resident set size of process pid (VmHWM in
 // /proc/PID/status), in bytes.
-func peakRSS(t testing.TB, pid int) int64 {
+func peakRSS(t testing.TB, pid int) int64 { return procStatusBytes(t, pid, "VmHWM") }
+
+// procStatusBytes returns the field of /proc/PID/status given in kB, such
+// as VmHWM, in bytes.
+func procStatusBytes(t testing.TB, pid int, field string) int64 {
 	t.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+		if rest, ok := strings.CutPrefix(line, field+":"); ok {
 			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
 			if err != nil {
-				t.Fatalf("VmHWM %q: %v", rest, err)
+				t.Fatalf("%s %q: %v", field, rest, err)
 			}
 			return kb << 10
 		}
 	}
-	t.Fatal("no VmHWM in /proc/PID/status")
+	t.Fatalf("no %s in /proc/%d/status", field, pid)
 	return 0
 }
 

@@ -340,6 +340,20 @@ func TestServeConfig(t *testing.T) {
 			explain: "16 MiB chunks, at most 128 MB, a TTL of 1h, two CORS origins, debug logs",
 		},
 		{name: "not a size", args: []string{"--chunk-size", "lots"}, env: env(), usage: true},
+		// Every limit is checked at startup (issue: --upload-ttl 0 used to
+		// be accepted and made the sweeper scan every second).
+		{name: "upload ttl 0", args: []string{"--upload-ttl", "0"}, env: env(), usage: true},
+		{name: "upload ttl under a minute", args: []string{"--upload-ttl", "30s"}, env: env(), usage: true},
+		{name: "chunk under 5 MiB", args: []string{"--chunk-size", "1MiB"}, env: env(), usage: true},
+		{name: "max chunk over 5 GiB", args: []string{"--max-chunk-size", "6GiB"}, env: env(), usage: true},
+		{name: "max chunk under chunk", args: []string{"--chunk-size", "32MiB", "--max-chunk-size", "16MiB"}, env: env(), usage: true},
+		{name: "no connections", args: []string{"--max-connections", "0"}, env: env(), usage: true},
+		{name: "no shutdown time", args: []string{"--shutdown-timeout", "0"}, env: env(), usage: true},
+		{name: "token streams over all", args: []string{"--max-streams", "4", "--max-streams-per-token", "5"}, env: env(), usage: true},
+		{name: "token bytes under a message", args: []string{"--max-inflight-bytes-per-token", "8MiB"}, env: env(), usage: true},
+		{name: "token bytes over all", args: []string{"--max-inflight-bytes", "128MiB", "--max-inflight-bytes-per-token", "256MiB"}, env: env(), usage: true},
+		{name: "no limit wait", args: []string{"--limit-wait", "0"}, env: env(), usage: true},
+		{name: "negative timeout", args: []string{"--request-timeout", "-1s"}, env: env(), usage: true},
 		{name: "not a level", args: []string{"--log-level", "loud"}, env: env(), usage: true},
 	}
 	for _, tc := range cases {
