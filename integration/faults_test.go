@@ -943,8 +943,9 @@ func (fs *faultServer) cleanup() {
 // port with the same data.
 type faultMinIO struct {
 	bin       string
-	dir       string // data directory
-	addr      string // host:port
+	wrap      []string // a command that runs the server's command line, or nil
+	dir       string   // data directory
+	addr      string   // host:port
 	accessKey string
 	secretKey string
 
@@ -957,6 +958,13 @@ type faultMinIO struct {
 // and stops it when the test ends. Without the binary the test is skipped,
 // or fails when FERRY_REQUIRE_S3=1.
 func startFaultMinIO(t testing.TB) *faultMinIO {
+	t.Helper()
+	return startWrappedMinIO(t, nil, filepath.Join(t.TempDir(), "data")) // removed after the stop below
+}
+
+// startWrappedMinIO is startFaultMinIO with MinIO's command line given to
+// the command wrap (see spawnWrappedServer), and its data in dir.
+func startWrappedMinIO(t testing.TB, wrap []string, dir string) *faultMinIO {
 	t.Helper()
 	bin := os.Getenv("FERRY_TEST_MINIO_BIN")
 	if bin == "" {
@@ -971,7 +979,8 @@ func startFaultMinIO(t testing.TB) *faultMinIO {
 	}
 	m := &faultMinIO{
 		bin:       bin,
-		dir:       filepath.Join(t.TempDir(), "data"), // removed after the stop below
+		wrap:      wrap,
+		dir:       dir,
 		accessKey: "faulttest",
 		secretKey: strconv.FormatUint(rand.Uint64(), 36) + strconv.FormatUint(rand.Uint64(), 36),
 	}
@@ -1004,7 +1013,8 @@ func startFaultMinIO(t testing.TB) *faultMinIO {
 
 // spawn starts the MinIO process on m.addr and waits until it is live.
 func (m *faultMinIO) spawn() error {
-	cmd := exec.Command(m.bin, "server", m.dir, "--address", m.addr, "--quiet")
+	argv := append(slices.Clip(m.wrap), m.bin, "server", m.dir, "--address", m.addr, "--quiet")
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(),
 		"MINIO_ROOT_USER="+m.accessKey,
 		"MINIO_ROOT_PASSWORD="+m.secretKey,

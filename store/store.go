@@ -61,6 +61,12 @@ var (
 	// ErrUnavailable: the backing store cannot be reached or is overloaded
 	// right now; the request may succeed if retried.
 	ErrUnavailable = errors.New("object store unavailable")
+	// ErrInsufficientStorage: the store has no room left for the write (a
+	// full disk or an exhausted quota: ENOSPC or EDQUOT on the disk store,
+	// XMinioStorageFull, a bucket quota or HTTP 507 on S3). Nothing was
+	// stored; the request may succeed once space is freed, so callers treat
+	// it as retryable, with backoff.
+	ErrInsufficientStorage = errors.New("object store is out of space")
 )
 
 // S3 limits that every [Store] enforces the same way, so that code tested

@@ -121,12 +121,12 @@ var _ store.Store = (*Store)(nil)
 func New(dir string) (*Store, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
-		return nil, fmt.Errorf("diskstore: %w", err)
+		return nil, fsError("", err)
 	}
 	s := &Store{dir: abs, uploads: make(map[string]*uploadLock)}
 	for _, d := range []string{s.objectsDir(), s.uploadsDir(), s.tmpDir()} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
-			return nil, fmt.Errorf("diskstore: %w", err)
+			return nil, fsError("", err)
 		}
 	}
 	if err := s.removeStaleTemps(time.Now().Add(-staleTempAge)); err != nil {
@@ -151,7 +151,7 @@ func (s *Store) objectPath(key string) string {
 func (s *Store) removeStaleTemps(before time.Time) error {
 	entries, err := os.ReadDir(s.tmpDir())
 	if err != nil {
-		return fmt.Errorf("diskstore: %w", err)
+		return fsError("", err)
 	}
 	for _, e := range entries {
 		path := filepath.Join(s.tmpDir(), e.Name())
@@ -200,14 +200,14 @@ func copyData(w io.Writer, r io.Reader, size int64) (uint32, error) {
 		return 0, fmt.Errorf("diskstore: reader ended after %d of %d bytes: %w", n, size, io.ErrUnexpectedEOF)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("diskstore: copying data: %w", err)
+		return 0, fsError("copying data", err)
 	}
 	var one [1]byte
 	switch k, err := io.ReadFull(r, one[:]); {
 	case k > 0:
 		return 0, fmt.Errorf("diskstore: reader has more than the %d bytes declared", size)
 	case err != io.EOF:
-		return 0, fmt.Errorf("diskstore: copying data: %w", err)
+		return 0, fsError("copying data", err)
 	}
 	return crc.Sum32(), nil
 }
@@ -265,7 +265,7 @@ func (s *Store) commitObject(ctx context.Context, tmp *tempFile, a *objectAttrs,
 	}
 	path := s.objectPath(a.Key)
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return store.ObjectInfo{}, fmt.Errorf("diskstore: %w", err)
+		return store.ObjectInfo{}, fsError("", err)
 	}
 	if err := tmp.commit(path, ifNoneMatch); err != nil {
 		if errors.Is(err, fs.ErrExist) {
@@ -287,7 +287,7 @@ func (s *Store) openObject(key string) (*os.File, *objectAttrs, error) {
 		return nil, nil, fmt.Errorf("diskstore: %q: %w", key, store.ErrNotFound)
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("diskstore: %w", err)
+		return nil, nil, fsError("", err)
 	}
 	a := new(objectAttrs)
 	if err := readAttrs(f, a); err != nil {
@@ -365,7 +365,7 @@ func (s *Store) DeleteObject(ctx context.Context, key string) error {
 		if isNotExist(err) {
 			return nil
 		}
-		return fmt.Errorf("diskstore: %w", err)
+		return fsError("", err)
 	}
 	return syncDir(filepath.Dir(path))
 }
@@ -383,7 +383,7 @@ func (s *Store) ListObjects(ctx context.Context, prefix, startAfter string, maxK
 	var best []store.ObjectInfo
 	fanout, err := os.ReadDir(s.objectsDir())
 	if err != nil {
-		return store.ListResult{}, fmt.Errorf("diskstore: %w", err)
+		return store.ListResult{}, fsError("", err)
 	}
 	for _, d := range fanout {
 		if err := ctx.Err(); err != nil {
@@ -395,7 +395,7 @@ func (s *Store) ListObjects(ctx context.Context, prefix, startAfter string, maxK
 		dir := filepath.Join(s.objectsDir(), d.Name())
 		files, err := os.ReadDir(dir)
 		if err != nil {
-			return store.ListResult{}, fmt.Errorf("diskstore: %w", err)
+			return store.ListResult{}, fsError("", err)
 		}
 		for _, fe := range files {
 			if len(fe.Name()) != sha256.Size*2 {

@@ -106,7 +106,7 @@ func (s *Store) readUpload(key, id string) (*uploadInfo, error) {
 		return nil, notFound
 	}
 	if err != nil {
-		return nil, fmt.Errorf("diskstore: %w", err)
+		return nil, fsError("", err)
 	}
 	u := new(uploadInfo)
 	if err := json.Unmarshal(b, u); err != nil {
@@ -136,13 +136,13 @@ func (s *Store) CreateMultipartUpload(ctx context.Context, key string, opts stor
 		Created:     time.Now().UTC(),
 	})
 	if err != nil {
-		return "", fmt.Errorf("diskstore: %w", err)
+		return "", fsError("", err)
 	}
 	// The upload's directory is made whole in tmp/, then renamed into
 	// uploads/: an upload exists with its upload.json, or not at all.
 	tmp, err := os.MkdirTemp(s.tmpDir(), "upload-*")
 	if err != nil {
-		return "", fmt.Errorf("diskstore: %w", err)
+		return "", fsError("", err)
 	}
 	defer os.RemoveAll(tmp) // a no-op once renamed
 	if err := writeFileSync(filepath.Join(tmp, uploadInfoName), b); err != nil {
@@ -153,7 +153,7 @@ func (s *Store) CreateMultipartUpload(ctx context.Context, key string, opts stor
 	}
 	id := uuid.NewString()
 	if err := os.Rename(tmp, s.uploadDir(id)); err != nil {
-		return "", fmt.Errorf("diskstore: %w", err)
+		return "", fsError("", err)
 	}
 	if err := syncDir(s.uploadsDir()); err != nil {
 		return "", err
@@ -165,7 +165,7 @@ func (s *Store) CreateMultipartUpload(ctx context.Context, key string, opts stor
 func writeFileSync(path string, b []byte) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return fmt.Errorf("diskstore: %w", err)
+		return fsError("", err)
 	}
 	_, err = f.Write(b)
 	if err == nil {
@@ -175,7 +175,7 @@ func writeFileSync(path string, b []byte) error {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("diskstore: %w", err)
+		return fsError("", err)
 	}
 	return nil
 }
@@ -274,7 +274,7 @@ func (s *Store) ListParts(ctx context.Context, key, uploadID string, partNumberM
 		return store.ListPartsResult{}, notFound
 	}
 	if err != nil {
-		return store.ListPartsResult{}, fmt.Errorf("diskstore: %w", err)
+		return store.ListPartsResult{}, fsError("", err)
 	}
 	var numbers []int
 	for _, e := range entries {
@@ -418,11 +418,11 @@ func (s *Store) appendPart(dst *os.File, uploadID string, p store.Part) error {
 		return fmt.Errorf("diskstore: part %d changed during completion: %w", p.Number, store.ErrInvalidPart)
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return fmt.Errorf("diskstore: %w", err)
+		return fsError("", err)
 	}
 	n, err := io.Copy(dst, io.LimitReader(f, a.Size))
 	if err != nil {
-		return fmt.Errorf("diskstore: copying part %d: %w", p.Number, err)
+		return fsError(fmt.Sprintf("copying part %d", p.Number), err)
 	}
 	if n != a.Size {
 		return fmt.Errorf("%w: part %d yielded %d of its %d bytes", errCorrupt, p.Number, n, a.Size)
@@ -456,13 +456,13 @@ func (s *Store) AbortMultipartUpload(ctx context.Context, key, uploadID string) 
 func (s *Store) removeUpload(uploadID string) error {
 	gone := filepath.Join(s.tmpDir(), gonePrefix+uploadID)
 	if err := os.Rename(s.uploadDir(uploadID), gone); err != nil {
-		return fmt.Errorf("diskstore: removing upload: %w", err)
+		return fsError("removing upload", err)
 	}
 	if err := syncDir(s.uploadsDir()); err != nil {
 		return err
 	}
 	if err := os.RemoveAll(gone); err != nil {
-		return fmt.Errorf("diskstore: removing upload: %w", err)
+		return fsError("removing upload", err)
 	}
 	return nil
 }

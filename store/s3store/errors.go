@@ -47,6 +47,10 @@ var s3Sentinels = map[string]error{
 	"Throttling":                 store.ErrUnavailable,
 	"RequestLimitExceeded":       store.ErrUnavailable,
 	"XMinioServerNotInitialized": store.ErrUnavailable,
+	// Out of space: MinIO's drives are at their free-space threshold
+	// (HTTP 507), or a bucket quota is reached.
+	"XMinioStorageFull":              store.ErrInsufficientStorage,
+	"XMinioAdminBucketQuotaExceeded": store.ErrInsufficientStorage,
 }
 
 // mapError turns an error from minio-go into one that wraps the matching
@@ -55,7 +59,9 @@ var s3Sentinels = map[string]error{
 // codes are read.
 //
 //   - A [minio.ErrorResponse] is looked up by code in s3Sentinels; any
-//     other 5xx status is [store.ErrUnavailable].
+//     507 (Insufficient Storage), and MinIO's InternalError "...:
+//     cause(no space left on device)", is [store.ErrInsufficientStorage];
+//     any other 5xx status [store.ErrUnavailable].
 //   - The caller's context ending is returned as the context's error;
 //     a deadline is also [store.ErrUnavailable], since the store did not
 //     answer in time.
@@ -77,6 +83,13 @@ func mapError(op, key string, err error) error {
 			msg = http.StatusText(resp.StatusCode)
 		}
 		sentinel := s3Sentinels[resp.Code]
+		if resp.StatusCode == http.StatusInsufficientStorage ||
+			resp.Code == "InternalError" && strings.Contains(msg, "no space left on device") {
+			// MinIO answers a write that met ENOSPC on its drive
+			// (before its free-space check caught up) with a plain
+			// InternalError whose message names the cause.
+			sentinel = store.ErrInsufficientStorage
+		}
 		if sentinel == nil && resp.StatusCode >= 500 {
 			sentinel = store.ErrUnavailable
 		}

@@ -43,6 +43,11 @@ func TestMapError(t *testing.T) {
 		{"ServiceUnavailable", s3("ServiceUnavailable", 503), store.ErrUnavailable},
 		{"InternalError", s3("InternalError", 500), store.ErrUnavailable},
 		{"Any5xx", s3("", 502), store.ErrUnavailable},
+		{"XMinioStorageFull", s3("XMinioStorageFull", 507), store.ErrInsufficientStorage},
+		{"BucketQuota", s3("XMinioAdminBucketQuotaExceeded", 400), store.ErrInsufficientStorage},
+		{"Any507", s3("", 507), store.ErrInsufficientStorage},
+		{"MinIOENOSPC", minio.ErrorResponse{Code: "InternalError", StatusCode: 500,
+			Message: "message from S3: cause(no space left on device)"}, store.ErrInsufficientStorage},
 		{"Wrapped", fmt.Errorf("context: %w", s3("NoSuchKey", 404)), store.ErrNotFound},
 		{"AccessDenied", s3("AccessDenied", 403), nil},
 		{"NoSuchBucket", s3("NoSuchBucket", 404), nil},
@@ -56,7 +61,7 @@ func TestMapError(t *testing.T) {
 		{"Other", errors.New("something else"), nil},
 	}
 	sentinels := []error{store.ErrNotFound, store.ErrUploadNotFound, store.ErrPreconditionFailed, store.ErrInvalidPart,
-		store.ErrChecksumMismatch, store.ErrInvalidRange, store.ErrConflict, store.ErrUnavailable}
+		store.ErrChecksumMismatch, store.ErrInvalidRange, store.ErrConflict, store.ErrUnavailable, store.ErrInsufficientStorage}
 	for _, tt := range tests {
 		got := mapError("Op", "key", tt.err)
 		for _, s := range sentinels {
