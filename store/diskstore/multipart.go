@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -95,7 +96,17 @@ func parsePartName(name string) (int, bool) {
 // readUpload returns the upload with ID id, which must be an upload of
 // key, or an error wrapping [store.ErrUploadNotFound].
 func (s *Store) readUpload(key, id string) (*uploadInfo, error) {
-	notFound := fmt.Errorf("diskstore: upload %q of %q: %w", id, key, store.ErrUploadNotFound)
+	u, err := s.readUploadInfo(id)
+	if errors.Is(err, store.ErrUploadNotFound) || err == nil && u.Key != key {
+		return nil, fmt.Errorf("diskstore: upload %q of %q: %w", id, key, store.ErrUploadNotFound)
+	}
+	return u, err
+}
+
+// readUploadInfo returns the upload.json of upload id, or an error wrapping
+// [store.ErrUploadNotFound].
+func (s *Store) readUploadInfo(id string) (*uploadInfo, error) {
+	notFound := fmt.Errorf("diskstore: upload %q: %w", id, store.ErrUploadNotFound)
 	// Only IDs this store could have made name a directory: this also
 	// keeps an ID like "../x" from naming a path outside uploads/.
 	if u, err := uuid.Parse(id); err != nil || u.String() != id {
@@ -111,9 +122,6 @@ func (s *Store) readUpload(key, id string) (*uploadInfo, error) {
 	u := new(uploadInfo)
 	if err := json.Unmarshal(b, u); err != nil {
 		return nil, fmt.Errorf("%w: upload %s: %v", errCorrupt, id, err)
-	}
-	if u.Key != key {
-		return nil, notFound
 	}
 	return u, nil
 }
@@ -314,7 +322,10 @@ func (s *Store) ListParts(ctx context.Context, key, uploadID string, partNumberM
 // rename, or with opts.IfNoneMatch is linked in only if the key is free
 // ([store.ErrPreconditionFailed] otherwise; the upload stays open). Then
 // the upload is removed. Returns [store.ErrUploadNotFound] for an unknown
-// upload.
+// upload. The object records the upload it came from: when the object
+// under key is already this upload's (a crash struck after its commit,
+// before the upload was removed), the upload is removed and that object
+// returned, provided opts.CRC32C is its CRC32C.
 func (s *Store) CompleteMultipartUpload(ctx context.Context, key, uploadID string, parts []store.Part, opts store.CompleteOptions) (store.ObjectInfo, error) {
 	if err := ctx.Err(); err != nil {
 		return store.ObjectInfo{}, err
@@ -324,6 +335,17 @@ func (s *Store) CompleteMultipartUpload(ctx context.Context, key, uploadID strin
 	u, err := s.readUpload(key, uploadID)
 	if err != nil {
 		return store.ObjectInfo{}, err
+	}
+	if a, err := s.completedBy(key, uploadID); err != nil {
+		return store.ObjectInfo{}, err
+	} else if a != nil {
+		if a.CRC32C != opts.CRC32C {
+			return store.ObjectInfo{}, fmt.Errorf("diskstore: upload %q made %q with CRC32C %08x, not %08x: %w", uploadID, key, a.CRC32C, opts.CRC32C, store.ErrChecksumMismatch)
+		}
+		if err := s.removeUpload(uploadID); err != nil {
+			return store.ObjectInfo{}, err
+		}
+		return a.info(), nil
 	}
 	if len(parts) == 0 {
 		return store.ObjectInfo{}, fmt.Errorf("diskstore: completion names no parts: %w", store.ErrInvalidPart)
@@ -373,14 +395,60 @@ func (s *Store) CompleteMultipartUpload(ctx context.Context, key, uploadID strin
 		CRC32C:       crc,
 		HasCRC32C:    true,
 		LastModified: time.Now().UTC(),
+		UploadID:     uploadID,
 	}, opts.IfNoneMatch)
 	if err != nil {
 		return store.ObjectInfo{}, err
 	}
 	// The object is committed, so the completion succeeded. Should the
-	// upload's removal fail, the upload stays open until it is aborted.
+	// upload's removal fail, or a crash prevent it, a repeated completion
+	// or the next [New] removes it.
 	_ = s.removeUpload(uploadID)
 	return info, nil
+}
+
+// completedBy returns the attributes of the object under key when upload
+// uploadID made it, and nil when there is no object or another write made
+// it.
+func (s *Store) completedBy(key, uploadID string) (*objectAttrs, error) {
+	f, a, err := s.openObject(key)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	f.Close()
+	if a.UploadID != uploadID {
+		return nil, nil
+	}
+	return a, nil
+}
+
+// removeCompletedUploads removes every upload whose object is committed,
+// which only a crash between the two steps of a completion leaves.
+func (s *Store) removeCompletedUploads() error {
+	entries, err := os.ReadDir(s.uploadsDir())
+	if err != nil {
+		return fsError("", err)
+	}
+	for _, e := range entries {
+		id := e.Name()
+		u, err := s.readUploadInfo(id)
+		if err != nil {
+			continue // not an upload, or removed meanwhile: nothing to repair
+		}
+		a, err := s.completedBy(u.Key, id)
+		if err != nil {
+			return err
+		}
+		if a != nil {
+			if err := s.removeUpload(id); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // checkPart returns the attributes of the committed part p names, or an
@@ -448,6 +516,50 @@ func (s *Store) AbortMultipartUpload(ctx context.Context, key, uploadID string) 
 		return err
 	}
 	return nil
+}
+
+// ListMultipartUploads returns up to maxUploads (1 to 1000; other values
+// mean 1000) open uploads of key, oldest first (by creation time, then
+// upload ID), after the upload uploadIDMarker. It reads the upload.json of
+// every open upload, so it costs O(open uploads) file reads.
+func (s *Store) ListMultipartUploads(ctx context.Context, key, uploadIDMarker string, maxUploads int) (store.ListUploadsResult, error) {
+	if maxUploads <= 0 || maxUploads > 1000 {
+		maxUploads = 1000
+	}
+	if err := ctx.Err(); err != nil {
+		return store.ListUploadsResult{}, err
+	}
+	entries, err := os.ReadDir(s.uploadsDir())
+	if err != nil {
+		return store.ListUploadsResult{}, fsError("", err)
+	}
+	var all []store.MultipartUpload
+	for _, e := range entries {
+		u, err := s.readUploadInfo(e.Name())
+		if errors.Is(err, store.ErrUploadNotFound) {
+			continue // removed meanwhile, or not an upload
+		}
+		if err != nil {
+			return store.ListUploadsResult{}, err
+		}
+		if u.Key == key {
+			all = append(all, store.MultipartUpload{Key: key, UploadID: e.Name(), Initiated: u.Created})
+		}
+	}
+	slices.SortFunc(all, func(a, b store.MultipartUpload) int {
+		return cmp.Or(a.Initiated.Compare(b.Initiated), strings.Compare(a.UploadID, b.UploadID))
+	})
+	if uploadIDMarker != "" {
+		i := slices.IndexFunc(all, func(u store.MultipartUpload) bool { return u.UploadID == uploadIDMarker })
+		all = all[i+1:] // a marker no longer listed (removed meanwhile) starts over
+	}
+	var res store.ListUploadsResult
+	if len(all) > maxUploads {
+		all, res.IsTruncated = all[:maxUploads], true
+		res.NextUploadIDMarker = all[len(all)-1].UploadID
+	}
+	res.Uploads = all
+	return res, nil
 }
 
 // removeUpload removes an upload: the rename of its directory into tmp/

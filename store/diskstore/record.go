@@ -42,6 +42,10 @@ type objectAttrs struct {
 	CRC32C       uint32            `json:"crc32c"`
 	HasCRC32C    bool              `json:"hasCRC32C"`
 	LastModified time.Time         `json:"lastModified"`
+	// UploadID names the multipart upload whose completion made the
+	// object; empty for PutObject. It lets a repeated completion, and
+	// [New] after a crash, know the upload is done.
+	UploadID string `json:"uploadID,omitempty"`
 }
 
 func (a *objectAttrs) size() int64 { return a.Size }
