@@ -234,7 +234,7 @@ func TestFaultServerKilled(t *testing.T) {
 // mixing the Upload stream and unary PutChunk, then completes each upload on
 // either server. It proves the state of an upload lives in the store: both
 // servers report the same committed chunks, either completes, and the other
-// then knows the upload is gone.
+// then knows the upload is completed, and as what.
 func TestFaultTwoServersOneBucket(t *testing.T) {
 	t.Parallel()
 	env := requireS3(t)
@@ -295,7 +295,7 @@ func TestFaultTwoServersOneBucket(t *testing.T) {
 		if n := done.Msg.GetChunkCount(); n != int64(len(chunks)) {
 			t.Errorf("chunk_count %d, want %d", n, len(chunks))
 		}
-		faultRequireGone(ctx, t, clients[a], id)
+		faultRequireCompleted(ctx, t, clients[a], id, done.Msg.GetObject())
 		faultRequireDownload(ctx, t, servers[a].url, key, content)
 	})
 
@@ -364,7 +364,7 @@ func TestFaultTwoServersOneBucket(t *testing.T) {
 		if n := resp.Msg.GetChunkCount(); n != int64(len(chunks)) || len(resp.Msg.GetCommitted()) != 0 {
 			t.Errorf("finishing stream: chunk_count %d, committed %v; want %d and none", n, resp.Msg.GetCommitted(), len(chunks))
 		}
-		faultRequireGone(ctx, t, clients[b], id)
+		faultRequireCompleted(ctx, t, clients[b], id, resp.Msg.GetObject())
 		faultRequireDownload(ctx, t, servers[b].url, key, content)
 	})
 }
@@ -1297,12 +1297,18 @@ func faultRequireSameStatus(ctx context.Context, t testing.TB, clients [2]ferryv
 	}
 }
 
-// faultRequireGone fails the test unless upload id is NOT_FOUND.
-func faultRequireGone(ctx context.Context, t testing.TB, c ferryv1connect.UploadServiceClient, id string) {
+// faultRequireCompleted fails the test unless the other server knows
+// upload id is completed as obj: GetUpload reports that object and every
+// chunk committed, and completing it again returns the same object.
+func faultRequireCompleted(ctx context.Context, t testing.TB, c ferryv1connect.UploadServiceClient, id string, obj *ferryv1.Object) {
 	t.Helper()
-	_, err := faultCommitted(ctx, c, id)
-	if code := connect.CodeOf(err); err == nil || code != connect.CodeNotFound {
-		t.Errorf("GetUpload of the completed upload: error %v (code %v), want code %v", err, code, connect.CodeNotFound)
+	st, err := c.GetUpload(ctx, connect.NewRequest(&ferryv1.GetUploadRequest{UploadId: id}))
+	if err != nil || st.Msg.GetObject().GetEtag() != obj.GetEtag() || int64(len(st.Msg.GetChunks())) != st.Msg.GetChunkCount() {
+		t.Errorf("GetUpload of the completed upload: %v, %v; want the object (ETag %q) and every chunk", st, err, obj.GetEtag())
+	}
+	again, err := c.CompleteUpload(ctx, connect.NewRequest(&ferryv1.CompleteUploadRequest{UploadId: id}))
+	if err != nil || again.Msg.GetObject().GetEtag() != obj.GetEtag() {
+		t.Errorf("CompleteUpload of the completed upload: %v, %v; want the object (ETag %q)", again, err, obj.GetEtag())
 	}
 }
 

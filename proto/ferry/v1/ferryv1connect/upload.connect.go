@@ -71,14 +71,22 @@ type UploadServiceClient interface {
 	// is stored once.
 	PutChunk(context.Context, *connect.Request[v1.PutChunkRequest]) (*connect.Response[v1.PutChunkResponse], error)
 	// GetUpload reports an upload's parameters and, one page at a time, which
-	// chunks are committed.
+	// chunks are committed. For a completed upload (for as long as the server
+	// remembers it: 24 hours by default) it reports every chunk committed and
+	// sets object, so a client resuming it finds it done.
 	GetUpload(context.Context, *connect.Request[v1.GetUploadRequest]) (*connect.Response[v1.GetUploadResponse], error)
 	// CompleteUpload verifies that every chunk is committed and that the
 	// whole-object CRC32C matches, then makes the object visible under its
-	// key and forgets the upload: afterwards its ID is NOT_FOUND.
+	// key. Idempotent: a completion repeated after it succeeded (a retry whose
+	// answer was lost, or one racing it, on any server instance, after a
+	// restart) returns the same object, for as long as the server remembers
+	// the completed upload (24 hours by default); afterwards its ID is
+	// NOT_FOUND. A size or crc32c that differs from the object's is then
+	// INVALID_ARGUMENT.
 	// Errors: FAILED_PRECONDITION when chunks are missing or the whole-object
 	// CRC32C differs (the upload stays open); ALREADY_EXISTS for if_none_match
-	// (the upload is aborted); ABORTED when a concurrent write to the key won.
+	// when another object has the key (the upload is aborted); ABORTED when a
+	// concurrent write to the key won.
 	CompleteUpload(context.Context, *connect.Request[v1.CompleteUploadRequest]) (*connect.Response[v1.CompleteUploadResponse], error)
 	// AbortUpload discards an upload and its committed chunks. Aborting an
 	// unknown upload ID returns NOT_FOUND.
@@ -200,14 +208,22 @@ type UploadServiceHandler interface {
 	// is stored once.
 	PutChunk(context.Context, *connect.Request[v1.PutChunkRequest]) (*connect.Response[v1.PutChunkResponse], error)
 	// GetUpload reports an upload's parameters and, one page at a time, which
-	// chunks are committed.
+	// chunks are committed. For a completed upload (for as long as the server
+	// remembers it: 24 hours by default) it reports every chunk committed and
+	// sets object, so a client resuming it finds it done.
 	GetUpload(context.Context, *connect.Request[v1.GetUploadRequest]) (*connect.Response[v1.GetUploadResponse], error)
 	// CompleteUpload verifies that every chunk is committed and that the
 	// whole-object CRC32C matches, then makes the object visible under its
-	// key and forgets the upload: afterwards its ID is NOT_FOUND.
+	// key. Idempotent: a completion repeated after it succeeded (a retry whose
+	// answer was lost, or one racing it, on any server instance, after a
+	// restart) returns the same object, for as long as the server remembers
+	// the completed upload (24 hours by default); afterwards its ID is
+	// NOT_FOUND. A size or crc32c that differs from the object's is then
+	// INVALID_ARGUMENT.
 	// Errors: FAILED_PRECONDITION when chunks are missing or the whole-object
 	// CRC32C differs (the upload stays open); ALREADY_EXISTS for if_none_match
-	// (the upload is aborted); ABORTED when a concurrent write to the key won.
+	// when another object has the key (the upload is aborted); ABORTED when a
+	// concurrent write to the key won.
 	CompleteUpload(context.Context, *connect.Request[v1.CompleteUploadRequest]) (*connect.Response[v1.CompleteUploadResponse], error)
 	// AbortUpload discards an upload and its committed chunks. Aborting an
 	// unknown upload ID returns NOT_FOUND.
