@@ -71,6 +71,7 @@ func (s *Service) oneShot(ctx context.Context, stream *connect.ClientStream[ferr
 			return nil, ahead, nil // completion reports the mismatch
 		}
 	}
+	s.log.DebugContext(ctx, "one-request upload: finish read, waiting for the end of the stream", "key", spec.GetKey())
 	if stream.Receive() {
 		return nil, append(ahead, stream.Msg()), nil
 	}

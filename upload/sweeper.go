@@ -161,7 +161,8 @@ func (s *Service) sweepPending(ctx context.Context, pending []*manifest, ids []s
 	}
 	removed := 0
 	for key, ms := range byKey {
-		if err := s.abortOrphans(ctx, key, named, now); err != nil {
+		young, err := s.abortOrphans(ctx, key, named, now)
+		if err != nil {
 			if ctx.Err() != nil {
 				return removed, ctx.Err()
 			}
@@ -170,6 +171,9 @@ func (s *Service) sweepPending(ctx context.Context, pending []*manifest, ids []s
 				continue // next time
 			}
 			// The store refuses the key itself: it holds no upload of it.
+		}
+		if young {
+			continue // next time, when it is old enough to tell
 		}
 		for _, m := range ms {
 			if err := s.deleteManifest(ctx, m.UploadID); err != nil {
@@ -182,25 +186,30 @@ func (s *Service) sweepPending(ctx context.Context, pending []*manifest, ids []s
 }
 
 // abortOrphans aborts the multipart uploads of key older than
-// orphanMinAge (before now) that no manifest names.
-func (s *Service) abortOrphans(ctx context.Context, key string, named map[string]bool, now time.Time) error {
+// orphanMinAge (before now) that no manifest names. It reports whether
+// one that no manifest names is too young for that yet.
+func (s *Service) abortOrphans(ctx context.Context, key string, named map[string]bool, now time.Time) (young bool, err error) {
 	marker := ""
 	for {
 		res, err := s.store.ListMultipartUploads(ctx, key, marker, 1000)
 		if err != nil {
-			return err
+			return young, err
 		}
 		for _, u := range res.Uploads {
-			if named[u.UploadID] || !u.Initiated.Before(now.Add(-orphanMinAge)) {
+			switch {
+			case named[u.UploadID]:
+				continue
+			case !u.Initiated.Before(now.Add(-orphanMinAge)):
+				young = true
 				continue
 			}
 			s.log.InfoContext(ctx, "aborting a multipart upload no manifest names", "key", key, "initiated", u.Initiated)
 			if err := s.store.AbortMultipartUpload(ctx, key, u.UploadID); err != nil && !errors.Is(err, store.ErrUploadNotFound) {
-				return err
+				return young, err
 			}
 		}
 		if !res.IsTruncated || res.NextUploadIDMarker == "" {
-			return nil
+			return young, nil
 		}
 		marker = res.NextUploadIDMarker
 	}
