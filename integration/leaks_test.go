@@ -286,8 +286,8 @@ func startKillProxy(t testing.TB, target string) *killProxy {
 		w.WriteHeader(http.StatusBadGateway)
 	}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Query().Has("list-type") || r.Method == http.MethodHead && strings.Count(strings.Trim(r.URL.Path, "/"), "/") == 0 {
-			rp.ServeHTTP(w, r) // bucket listings and HEAD bucket: the sweeper's and startup's
+		if q := r.URL.Query(); q.Has("list-type") || q.Has("location") || !strings.Contains(strings.Trim(r.URL.Path, "/"), "/") {
+			rp.ServeHTTP(w, r) // bucket-level requests: the sweeper's and startup's, at any time
 			return
 		}
 		p.mu.Lock()
@@ -577,14 +577,20 @@ func TestLeakBrokenStream(t *testing.T) {
 				} else {
 					waitUntil(t, time.Minute, "chunk 0 of "+tc.key+" committed", func() bool { return committed(tc.key) })
 				}
+				// Cancel without closing the stream first: a close would
+				// end it cleanly, and could reach the server before the
+				// cancellation does.
 				cancel()
-				if _, err := stream.CloseAndReceive(); err == nil {
-					t.Fatalf("%s: the broken stream succeeded", tc.key)
-				}
 				// The server logs an RPC when its handler has returned.
 				waitUntil(t, time.Minute, "the server's log line of the broken stream of "+tc.key, func() bool {
 					return strings.Count(srv.logs.String(), "procedure=ferry.v1.UploadService/Upload") > i
 				})
+				if _, err := stream.CloseAndReceive(); err == nil {
+					t.Fatalf("%s: the broken stream succeeded", tc.key)
+				}
+				if logs := srv.logs.String(); strings.Contains(logs[strings.LastIndex(logs, "procedure=ferry.v1.UploadService/Upload"):], "code=ok") {
+					t.Fatalf("%s: the server saw the stream end cleanly: the test broke nothing", tc.key)
+				}
 			}
 			if left := leftovers(t, []string{"broken/one-chunk", "broken/two-chunks"}); len(left) > 0 {
 				t.Errorf("left after the broken streams: %s", strings.Join(left, "; "))
