@@ -496,3 +496,46 @@ func TestCreateStreamBrokenAborts(t *testing.T) {
 		}
 	}
 }
+
+// TestCompletedAuthorize: a completed upload is checked with the Authorize
+// hook on its key, as an open one is: a caller refused gets NotFound with
+// the message of an upload ID that never existed, on every RPC.
+func TestCompletedAuthorize(t *testing.T) {
+	t.Parallel()
+	env := newSvcEnv(t, nil)
+	ctx := context.Background()
+	data := svcData(51, 5*mib+3)
+	id, _ := completedUpload(t, env, "secret/done", data, false)
+
+	refusing, err := NewService(Config{Store: env.store, Authorize: func(_ context.Context, key string) error {
+		if strings.HasPrefix(key, "secret/") {
+			return errors.New("no rights on secret/")
+		}
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	unknown := "00000000-0000-4000-8000-00000000abcd"
+	calls := map[string]func(id string) error{
+		"GetUpload": func(id string) error {
+			_, err := refusing.GetUpload(ctx, connect.NewRequest(&ferryv1.GetUploadRequest{UploadId: id}))
+			return err
+		},
+		"CompleteUpload": func(id string) error {
+			_, err := refusing.CompleteUpload(ctx, connect.NewRequest(&ferryv1.CompleteUploadRequest{UploadId: id}))
+			return err
+		},
+		"PutChunk": func(id string) error {
+			_, err := refusing.PutChunk(ctx, connect.NewRequest(&ferryv1.PutChunkRequest{UploadId: id, Chunk: svcChunk(0, data[:5*mib])}))
+			return err
+		},
+	}
+	for name, call := range calls {
+		err := call(id)
+		want := strings.ReplaceAll(call(unknown).Error(), unknown, id)
+		if codeOf(err) != connect.CodeNotFound || err.Error() != want {
+			t.Errorf("%s of a completed upload the caller may not touch: %v; want %q", name, err, want)
+		}
+	}
+}

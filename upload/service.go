@@ -190,7 +190,7 @@ func (s *Service) create(ctx context.Context, spec *ferryv1.UploadSpec) (*manife
 		Metadata:    m.Metadata,
 	})
 	if err != nil {
-		if mayHaveCreated(err) {
+		if storeFault(err) {
 			// The store may have made the upload all the same (MinIO does
 			// when it runs out of space midway): the pending manifest
 			// stays, for the sweeper to abort it.
@@ -212,10 +212,11 @@ func (s *Service) create(ctx context.Context, spec *ferryv1.UploadSpec) (*manife
 	return m, nil
 }
 
-// mayHaveCreated reports whether a store call that failed with err may
-// still have done its work: it failed for a reason other than the
-// request.
-func mayHaveCreated(err error) bool {
+// storeFault reports whether err, from a store call, is the store's own
+// failure (unreachable, out of space, broken) rather than a refusal of the
+// request: then the call may have done its work all the same, and may
+// succeed if tried again.
+func storeFault(err error) bool {
 	var safe *clientError
 	return !errors.As(err, &safe) && !errors.Is(err, store.ErrInvalidKey)
 }

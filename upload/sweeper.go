@@ -167,7 +167,7 @@ func (s *Service) sweepPending(ctx context.Context, pending []*manifest, ids []s
 				return removed, ctx.Err()
 			}
 			s.log.WarnContext(ctx, "sweep the uploads of an interrupted creation", "key", key, "err", err)
-			if mayHaveCreated(err) {
+			if storeFault(err) {
 				continue // next time
 			}
 			// The store refuses the key itself: it holds no upload of it.

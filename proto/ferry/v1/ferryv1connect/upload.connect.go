@@ -63,7 +63,12 @@ type UploadServiceClient interface {
 	// stored: send it again); NOT_FOUND for an unknown or expired upload ID; FAILED_PRECONDITION when
 	// completion finds chunks missing or the whole-object checksum differs;
 	// ALREADY_EXISTS when if_none_match is set and the key exists;
-	// UNAVAILABLE when the object store cannot be reached (retry).
+	// UNAVAILABLE when the object store cannot be reached (retry);
+	// RESOURCE_EXHAUSTED when it is out of space (retry with backoff).
+	// A stream whose header creates the upload and that fails is aborted
+	// with it (its client never learned the upload ID); a stream naming a
+	// completed upload is answered as its completion was (see
+	// CompleteUpload).
 	Upload(context.Context) *connect.ClientStreamForClient[v1.UploadRequest, v1.UploadResponse]
 	// CreateUpload starts an upload and returns its ID.
 	CreateUpload(context.Context, *connect.Request[v1.CreateUploadRequest]) (*connect.Response[v1.CreateUploadResponse], error)
@@ -200,7 +205,12 @@ type UploadServiceHandler interface {
 	// stored: send it again); NOT_FOUND for an unknown or expired upload ID; FAILED_PRECONDITION when
 	// completion finds chunks missing or the whole-object checksum differs;
 	// ALREADY_EXISTS when if_none_match is set and the key exists;
-	// UNAVAILABLE when the object store cannot be reached (retry).
+	// UNAVAILABLE when the object store cannot be reached (retry);
+	// RESOURCE_EXHAUSTED when it is out of space (retry with backoff).
+	// A stream whose header creates the upload and that fails is aborted
+	// with it (its client never learned the upload ID); a stream naming a
+	// completed upload is answered as its completion was (see
+	// CompleteUpload).
 	Upload(context.Context, *connect.ClientStream[v1.UploadRequest]) (*connect.Response[v1.UploadResponse], error)
 	// CreateUpload starts an upload and returns its ID.
 	CreateUpload(context.Context, *connect.Request[v1.CreateUploadRequest]) (*connect.Response[v1.CreateUploadResponse], error)

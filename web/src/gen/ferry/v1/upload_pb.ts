@@ -680,7 +680,12 @@ export const UploadService: GenService<{
    * stored: send it again); NOT_FOUND for an unknown or expired upload ID; FAILED_PRECONDITION when
    * completion finds chunks missing or the whole-object checksum differs;
    * ALREADY_EXISTS when if_none_match is set and the key exists;
-   * UNAVAILABLE when the object store cannot be reached (retry).
+   * UNAVAILABLE when the object store cannot be reached (retry);
+   * RESOURCE_EXHAUSTED when it is out of space (retry with backoff).
+   * A stream whose header creates the upload and that fails is aborted
+   * with it (its client never learned the upload ID); a stream naming a
+   * completed upload is answered as its completion was (see
+   * CompleteUpload).
    *
    * @generated from rpc ferry.v1.UploadService.Upload
    */
