@@ -10,7 +10,7 @@ import (
 	"connectrpc.com/connect"
 
 	ferryv1 "github.com/ferryhq/ferry/proto/ferry/v1"
-	"github.com/ferryhq/ferry/proto/ferry/v1/ferryv1connect"
+	"github.com/ferryhq/ferry/proto/wire"
 )
 
 // Options configures an [Authenticator].
@@ -85,7 +85,9 @@ func New(tokens *Tokens, opts Options) *Authenticator {
 
 // Handler returns next behind authentication: a request to a ferry RPC
 // (path under [ServicePathPrefix]) without a valid bearer token is answered
-// Unauthenticated, and an Upload or PutChunk request over its token's
+// Unauthenticated, one its token's rights can never allow (a write from a
+// token without write prefixes, a read from one without read prefixes)
+// PermissionDenied, and an Upload or PutChunk request over its token's
 // upload limit ResourceExhausted, in the request's protocol (Connect, gRPC
 // or gRPC-Web), without reading its body. Other requests reach next with
 // the principal in their context. Put it outside any handler that reads
@@ -97,7 +99,11 @@ func (a *Authenticator) Handler(next http.Handler) http.Handler {
 			return
 		}
 		p, err := a.authenticate(r.Header.Get("Authorization"))
-		if err == nil && isUpload(r.URL.Path) {
+		proc, known := wire.Lookup(r.URL.Path)
+		if err == nil && known {
+			err = mayCall(p, proc)
+		}
+		if err == nil && known && proc.Kind == wire.Upload {
 			var release func()
 			if release, err = a.acquire(p); err == nil {
 				defer release()
@@ -118,11 +124,30 @@ func (a *Authenticator) Handler(next http.Handler) http.Handler {
 	})
 }
 
+// mayCall refuses, from the headers alone, a call that p's rights can never
+// allow: a procedure that writes (wire.Procedure.Write) from a token with no
+// write prefix, and one that reads from a token with no read prefix. So a
+// token without the right holds no stream place and none of the server's
+// budget for request bodies; the per-key checks come later, once the key is
+// known.
+func mayCall(p *Principal, proc wire.Procedure) *connect.Error {
+	switch {
+	case proc.Write && len(p.Write) == 0:
+		return connect.NewError(connect.CodePermissionDenied, fmt.Errorf("token %q may not write: %s needs write rights", p.Name, strings.TrimPrefix(proc.Name, "/")))
+	case !proc.Write && len(p.Read) == 0:
+		return connect.NewError(connect.CodePermissionDenied, fmt.Errorf("token %q may not read: %s needs read rights", p.Name, strings.TrimPrefix(proc.Name, "/")))
+	}
+	return nil
+}
+
 // connectHTTPStatus is the HTTP status of the codes Handler answers with,
 // for requests that are not RPCs.
 func connectHTTPStatus(code connect.Code) int {
-	if code == connect.CodeResourceExhausted {
+	switch code {
+	case connect.CodeResourceExhausted:
 		return http.StatusTooManyRequests
+	case connect.CodePermissionDenied:
+		return http.StatusForbidden
 	}
 	return http.StatusUnauthorized
 }
@@ -228,13 +253,6 @@ func (a *Authenticator) acquire(p *Principal) (release func(), err *connect.Erro
 		return nil, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("token %q already has %d upload requests in flight, the most allowed; retry when one ends", p.Name, limit))
 	}
 	return func() { p.uploads.Add(-1) }, nil
-}
-
-// isUpload reports whether an RPC's path is an upload request counted
-// against its token's limit.
-func isUpload(path string) bool {
-	return path == ferryv1connect.UploadServiceUploadProcedure ||
-		path == ferryv1connect.UploadServicePutChunkProcedure
 }
 
 // authorize checks one request message against p's rights (see the

@@ -51,7 +51,7 @@ func Sync(ctx context.Context, d *Downloader, objects ferryv1connect.ObjectServi
 	for key, obj := range remote {
 		rel := strings.TrimPrefix(key, prefix)
 		if rel == "" || strings.HasSuffix(rel, "/") || !filepath.IsLocal(filepath.FromSlash(rel)) {
-			res.Skipped++
+			atomic.AddInt64(&res.Skipped, 1) // workers add to it too
 			logf("skip %s: no safe local path", key)
 			continue
 		}

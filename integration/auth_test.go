@@ -316,6 +316,11 @@ func (c authCaller) want(prefix string, op authOp) string {
 		return "unauthenticated"
 	case op.read && c.read == prefix, !op.read && c.write == prefix:
 		return "ok"
+	case !op.read && c.write == "":
+		// A token that may write nothing is refused every write from its
+		// headers, before its body is read: whatever the upload ID, so
+		// that says nothing about which IDs exist.
+		return "permission_denied"
 	case op.byID:
 		return "not_found"
 	}

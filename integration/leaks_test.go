@@ -39,15 +39,14 @@ import (
 )
 
 // leakSweepTTL is the --upload-ttl of the server that, once every kill is
-// done, must sweep away what they left: short, so that the uploads, the
-// pending manifests and the completion records the kills left are past
-// their time within seconds.
-const leakSweepTTL = "2s"
+// done, must sweep away what they left: the shortest ferry serve takes, so
+// that the uploads, the pending manifests and the completion records the
+// kills left are past their time within a minute.
+const leakSweepTTL = "1m"
 
-// leakClean bounds how long that server may take to sweep: its TTL, the
-// 10 s a multipart upload no manifest names must be old before it is
-// aborted, and the sweeps' interval (1 s), with room for a busy machine.
-const leakClean = 2 * time.Minute
+// leakClean bounds how long that server may take to sweep: its TTL, then
+// the sweeps' interval (a quarter of it), with room for a busy machine.
+const leakClean = 4 * time.Minute
 
 // leakRun kills a server at one chosen step of a scenario and restarts
 // it when its client finds it gone, as a supervisor would.

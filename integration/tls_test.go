@@ -2,7 +2,6 @@ package integration
 
 import (
 	"bytes"
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -104,8 +103,6 @@ func TestTLS(t *testing.T) {
 		t.Errorf("server did not log tls=true:\n%s", srv.logs)
 	}
 	base := "https://" + srv.addr
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	t.Cleanup(cancel) // the subtests run in parallel, after this function returns
 
 	content := patternReader{seed: 5, size: 11*MiB + 7}
 	want := make([]byte, content.size)
@@ -120,6 +117,9 @@ func TestTLS(t *testing.T) {
 	} {
 		t.Run(c.protocol, func(t *testing.T) {
 			t.Parallel()
+			// The test's own context: a parallel subtest may wait for its
+			// turn for longer than any fixed deadline set before it.
+			ctx := t.Context()
 			tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: !c.http1}
 			if c.http1 {
 				tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{} // HTTP/1.1 only, as a browser may
@@ -183,6 +183,7 @@ func TestTLS(t *testing.T) {
 
 	t.Run("plaintext-refused", func(t *testing.T) {
 		t.Parallel()
+		ctx := t.Context()
 		cl := newSecClients(secHTTPClient(t, "connect"), "http://"+srv.addr, "connect", aliceToken)
 		if _, err := cl.objects.StatObject(ctx, connect.NewRequest(&ferryv1.StatObjectRequest{Key: "team-a/x"})); err == nil || connect.CodeOf(err) == connect.CodeNotFound {
 			t.Errorf("plaintext request to the TLS port: %v, want a transport failure", err)

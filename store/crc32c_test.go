@@ -32,38 +32,3 @@ func TestCombineCRC32C(t *testing.T) {
 		t.Errorf("folded = %08x, want %08x", crc, want)
 	}
 }
-
-func TestValidateKey(t *testing.T) {
-	t.Parallel()
-	long := make([]byte, MaxKeyLength+1)
-	for i := range long {
-		long[i] = 'a'
-	}
-	for _, tc := range []struct {
-		key string
-		ok  bool
-	}{
-		{"a", true},
-		{"dir/sub/file.tar.gz", true},
-		{"héllo wörld/日本", true},
-		{"a..b/..c", true},
-		{string(long[:MaxKeyLength]), true},
-		{"", false},
-		{string(long), false},
-		{"bad\xffutf8", false},
-		{"tab\there", false},
-		{"nul\x00", false},
-		{"../etc/passwd", false},
-		{"a/../b", false},
-		{"a/./b", false},
-		{".", false},
-		{".ferry/uploads/x", false},
-		{".ferry", false},
-		{".ferryish", true},
-	} {
-		err := ValidateKey(tc.key)
-		if (err == nil) != tc.ok {
-			t.Errorf("ValidateKey(%q) = %v, want ok=%v", tc.key, err, tc.ok)
-		}
-	}
-}

@@ -14,7 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	ferryv1 "github.com/ferryhq/ferry/proto/ferry/v1"
-	"github.com/ferryhq/ferry/proto/ferry/v1/ferryv1connect"
+	"github.com/ferryhq/ferry/proto/wire"
 )
 
 // call is what the log line of one RPC says beyond what the interceptor
@@ -75,7 +75,7 @@ func (i *interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 		c := &call{}
 		ctx = context.WithValue(ctx, callKey{}, c)
 		procedure := req.Spec().Procedure
-		upload := procedure == ferryv1connect.UploadServicePutChunkProcedure
+		upload := isUpload(procedure)
 		if upload && i.metrics != nil {
 			i.metrics.activeUploads.Inc()
 			defer i.metrics.activeUploads.Dec()
@@ -105,7 +105,7 @@ func (i *interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) co
 		c := &call{}
 		ctx = context.WithValue(ctx, callKey{}, c)
 		procedure := conn.Spec().Procedure
-		upload := procedure == ferryv1connect.UploadServiceUploadProcedure
+		upload := isUpload(procedure)
 		if upload && i.metrics != nil {
 			i.metrics.activeUploads.Inc()
 			defer i.metrics.activeUploads.Dec()
@@ -274,9 +274,26 @@ func (i *interceptor) finish(ctx context.Context, c *call, r *rpcRecord, procedu
 		} else {
 			attrs = append(attrs, slog.String("err", err.Error()))
 		}
+		// What the client was not told (see upload.ConnectError): the
+		// cause of an internal error, for the operator.
+		var c causer
+		if errors.As(err, &c) && c.Cause() != nil {
+			attrs = append(attrs, slog.String("cause", c.Cause().Error()))
+		}
 	}
 	i.log.LogAttrs(ctx, level, "rpc", attrs...)
 }
+
+// isUpload reports whether procedure carries chunks (Upload, PutChunk): the
+// RPCs counted as active uploads and timed per chunk.
+func isUpload(procedure string) bool {
+	p, ok := wire.Lookup(procedure)
+	return ok && p.Kind == wire.Upload
+}
+
+// causer is an error that hides its cause from the client, as
+// upload.ConnectError's generic messages do.
+type causer interface{ Cause() error }
 
 // size returns the encoded size of a protobuf message, 0 for anything else.
 func size(msg any) int {
@@ -286,12 +303,19 @@ func size(msg any) int {
 	return 0
 }
 
+// maxLoggedPath is the most bytes of an unknown request path a log line
+// carries.
+const maxLoggedPath = 128
+
 // LogRefused logs and counts, like an RPC, a request that an HTTP
 // middleware (auth's) refused before any interceptor ran: message "rpc"
 // with procedure, protocol (guessed from the content type), peer,
-// bytes_in 0, code and err. metrics may be nil.
+// bytes_in 0, code and err. The procedure is one of ferry's, or "unknown"
+// for any other path, which the line then gives (its first 128 bytes) as
+// path: the client chooses the path, so it must not choose metric series
+// or the size of log lines. metrics may be nil.
 func LogRefused(log *slog.Logger, metrics *Metrics, r *http.Request, err *connect.Error) {
-	procedure := r.URL.Path
+	procedure := wire.Label(r.URL.Path)
 	code := err.Code().String()
 	if metrics != nil {
 		metrics.rpcs.WithLabelValues(procedure, code).Inc()
@@ -304,7 +328,7 @@ func LogRefused(log *slog.Logger, metrics *Metrics, r *http.Request, err *connec
 	case strings.HasPrefix(ct, "application/grpc"):
 		protocol = connect.ProtocolGRPC
 	}
-	log.LogAttrs(r.Context(), slog.LevelInfo, "rpc",
+	attrs := []slog.Attr{
 		slog.String("procedure", strings.TrimPrefix(procedure, "/")),
 		slog.String("protocol", protocol),
 		slog.String("peer", r.RemoteAddr),
@@ -312,5 +336,13 @@ func LogRefused(log *slog.Logger, metrics *Metrics, r *http.Request, err *connec
 		slog.Int64("bytes_out", 0),
 		slog.String("code", code),
 		slog.String("err", err.Message()),
-	)
+	}
+	if procedure != r.URL.Path {
+		path := r.URL.Path
+		if len(path) > maxLoggedPath {
+			path = strings.ToValidUTF8(path[:maxLoggedPath], "") + "..."
+		}
+		attrs = append(attrs, slog.String("path", path))
+	}
+	log.LogAttrs(r.Context(), slog.LevelInfo, "rpc", attrs...)
 }

@@ -43,12 +43,15 @@ func errorf(kind error, format string, args ...any) error {
 // store to a *connect.Error with the matching code. Messages written for
 // clients (by this package and by [store.ValidateKey]) are kept; any other
 // error's text (which may name buckets or hosts) is replaced by a generic
-// message for its code. A nil error gives nil, and a *connect.Error is
-// returned as it is.
+// message for its code, and the error itself stays reachable as the
+// *connect.Error's cause (its Cause method, and errors.Unwrap) for the
+// server's logs, never sent to the client. A nil error gives nil, and a
+// *connect.Error is returned as it is.
 //
 //	ErrInvalidArgument, store.ErrInvalidKey, store.ErrChecksumMismatch → InvalidArgument
 //	store.ErrNotFound, store.ErrUploadNotFound                         → NotFound
 //	ErrIncomplete, store.ErrInvalidPart, store.ErrPreconditionFailed   → FailedPrecondition
+//	store.ErrKeyConflict                                               → FailedPrecondition
 //	ErrAlreadyExists                                                   → AlreadyExists
 //	store.ErrInvalidRange                                              → OutOfRange
 //	store.ErrConflict                                                  → Aborted
@@ -68,8 +71,21 @@ func ConnectError(err error) error {
 	if errors.As(err, &safe) || errors.Is(err, store.ErrInvalidKey) {
 		return connect.NewError(code, errors.New(err.Error()))
 	}
-	return connect.NewError(code, errors.New(generic))
+	return connect.NewError(code, &hiddenError{msg: generic, cause: err})
 }
+
+// hiddenError is what a client is told in place of an error whose text is
+// not meant for it; the server logs the cause.
+type hiddenError struct {
+	msg   string
+	cause error
+}
+
+func (e *hiddenError) Error() string { return e.msg }
+func (e *hiddenError) Unwrap() error { return e.cause }
+
+// Cause returns the error the client was not told.
+func (e *hiddenError) Cause() error { return e.cause }
 
 func classify(err error) (connect.Code, string) {
 	switch {
@@ -85,6 +101,8 @@ func classify(err error) (connect.Code, string) {
 		return connect.CodeFailedPrecondition, "upload incomplete"
 	case errors.Is(err, store.ErrPreconditionFailed):
 		return connect.CodeFailedPrecondition, "precondition failed: the object changed"
+	case errors.Is(err, store.ErrKeyConflict):
+		return connect.CodeFailedPrecondition, "the key conflicts with an object at one of its parents or objects under it"
 	case errors.Is(err, ErrAlreadyExists):
 		return connect.CodeAlreadyExists, "an object already exists under the key"
 	case errors.Is(err, store.ErrInvalidRange):

@@ -2,10 +2,8 @@ package upload
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -14,14 +12,14 @@ import (
 	"connectrpc.com/connect"
 	"golang.org/x/sync/semaphore"
 
-	"github.com/ferryhq/ferry/proto/ferry/v1/ferryv1connect"
+	"github.com/ferryhq/ferry/proto/wire"
 )
 
 // Defaults for [Limits].
 const (
-	// DefaultMaxInflightBytes is the default bound on the bytes of upload
-	// messages held at once: 96 MiB, thirteen chunks of the default 7 MiB,
-	// or one of the largest (64 MiB) chunks a server accepts by default.
+	// DefaultMaxInflightBytes is the default bound on the request-body
+	// bytes held at once: 96 MiB, thirteen chunks of the default 7 MiB, or
+	// one of the largest (64 MiB) chunks a server accepts by default.
 	DefaultMaxInflightBytes = 96 << 20
 	// DefaultMaxStreams is the default bound on transfer requests served at
 	// once: 16, which keep two cores busy; more wait their turn.
@@ -32,134 +30,292 @@ const (
 	DefaultLimitWait = 5 * time.Minute
 )
 
-// Limits bound the memory a server spends on transfers, whatever the number
-// of clients or the size of their files (design invariant 3: server memory
-// is bounded by configuration). The zero value means the defaults.
+// DefaultMaxAheadBytes is the default of [Limits].MaxAheadBytes: 16 MiB.
+const DefaultMaxAheadBytes = 16 << 20
+
+// maxRead is the most bytes the limiter reads at once for its own buffers
+// (a compressed message, and what it inflates to), taking each read from
+// the budget first: 256 KiB.
+const maxRead = 256 << 10
+
+// Limits bound the memory a server spends on request bodies and the
+// transfers it serves, whatever the number of clients, their tokens or the
+// size and compression of their messages (design invariant 3). The zero
+// value of a field means its default.
 //
-// Why here, in front of the RPC handlers: connect-go reads a whole message
-// into memory before a handler sees it, so a bound applied in the handler
-// comes too late. [Limiter.Wrap] works at the HTTP layer, in two steps.
-// First a transfer request waits for one of MaxStreams places before
-// connect-go sees it at all: while it waits it holds no buffer (connect-go
-// takes a read buffer from its pool, up to 8 MiB, before it reads a
-// message, so waiting later would pin one per waiting request), and what
-// its client sent is bounded by the HTTP/2 stream window. Then, within a
-// request, [Limiter.Wrap] reads the 5-byte envelope prefix of every message
-// of an Upload or PutChunk (gRPC, gRPC-Web and Connect streaming all frame
-// messages this way) and takes the message's size from a shared budget
-// before letting its bytes through; the size is given back when the
-// handler asks for the next message or the request ends (a PutChunk, a
-// unary RPC whose handler holds its message to the end, and messages a
-// handler keeps while it reads ahead, only then). A unary Connect
-// PutChunk, which is not enveloped, takes its Content-Length.
-//
-// So the chunk data a server holds is at most MaxInflightBytes, plus for
-// each of the MaxStreams requests one connect-go read buffer, plus per
-// HTTP/2 connection its receive window.
+// Why at the HTTP layer, in front of the RPC handlers: connect-go reads a
+// whole message into memory, and decompresses it, before a handler sees
+// it, so a bound applied in a handler comes too late. [Limiter.Wrap]
+// works in two steps. First, a transfer request (an upload or a download)
+// waits for one of MaxStreams places, and one of its tenant's
+// MaxStreamsPerTenant, before connect-go sees it: while it waits it holds no
+// buffer, and what its client sent is bounded by the HTTP/2 stream window.
+// Then every request's body passes through an accountant that takes each
+// byte from the shared budget (MaxInflightBytes, and the tenant's share)
+// before it is read, at most MaxAheadBytes ahead, and refuses a message larger
+// than its procedure accepts ([Route]) from its 5-byte prefix (or its
+// Content-Length), before reading it. gzip-compressed messages are inflated by the accountant itself, every
+// inflated byte taken from the budget as it is produced, so connect-go only
+// ever sees uncompressed messages of known size: a compressed message
+// costs what it really holds, and a decompression bomb stops at its
+// procedure's limit. A message's bytes are given back when the handler
+// asks for the next message, or when the request ends for a unary request
+// (its handler holds the message to the end) and for messages a handler
+// keeps while it reads on (keepMessage).
 type Limits struct {
-	// MaxInflightBytes bounds the bytes of upload messages (chunks, in
-	// practice) being read or held by handlers at once, across all
-	// requests. The server's memory for chunk data is about this much,
-	// plus connect-go's read buffer of the messages being read. A message
-	// larger than the budget waits for all of it. 0 means
-	// [DefaultMaxInflightBytes]; it should be at least the largest message
-	// allowed (the max chunk size plus 1 MiB).
+	// MaxInflightBytes bounds the request-body bytes received and not yet
+	// released, over all requests: messages being read, decompressed or
+	// held by handlers. 0 means [DefaultMaxInflightBytes]. It must be at
+	// least the largest message any route accepts.
 	MaxInflightBytes int64
-	// MaxStreams bounds the Upload, PutChunk and Download requests being
-	// served at once; each costs buffers of its own (a read buffer of up to
-	// 8 MiB for uploads, about 2 MiB for a download stream). Others wait
-	// before they are read. 0 means [DefaultMaxStreams].
+	// MaxInflightBytesPerTenant bounds what one tenant (one bearer token)
+	// may hold of MaxInflightBytes, so that one token cannot take the whole
+	// budget. 0 means half of MaxInflightBytes, or the largest message any
+	// route accepts if that is more. Requests without a tenant are not
+	// limited per tenant.
+	MaxInflightBytesPerTenant int64
+	// MaxStreams bounds the transfer requests (routes with Stream set:
+	// Upload, PutChunk, Download) served at once. Others wait before they
+	// are read. 0 means [DefaultMaxStreams].
 	MaxStreams int
-	// Wait is how long a request or message waits for room before it fails
-	// with RESOURCE_EXHAUSTED (which clients retry after a backoff).
+	// MaxStreamsPerTenant bounds the transfer requests one tenant has
+	// served at once; its others wait. 0 means a quarter of MaxStreams (at
+	// least 1).
+	MaxStreamsPerTenant int
+	// MaxAheadBytes is the most bytes a request takes from the budget for a
+	// message ahead of what it has read. A message of up to that size (a
+	// chunk of any usual chunk size: ferry's default is 7 MiB) is taken
+	// whole when it begins, so once started it never waits, and requests
+	// cannot deadlock over such messages; a larger one is taken
+	// MaxAheadBytes at a time. So a client that announces a message and
+	// then stalls or trickles holds at most this much it has not sent per
+	// request, and its token's share in all. 0 means
+	// [DefaultMaxAheadBytes].
+	MaxAheadBytes int64
+	// Wait is how long a request waits for a place or for bytes before it
+	// fails with RESOURCE_EXHAUSTED (which clients retry after a backoff).
 	// 0 means [DefaultLimitWait].
 	Wait time.Duration
-	// MaxMessageBytes is the largest upload message the handlers read: their
-	// read limit (connect.WithReadMaxBytes). A message whose prefix declares
-	// more is refused with RESOURCE_EXHAUSTED before any of it is read or
-	// any budget is taken (connect-go would refuse it only after reading
-	// and discarding all of it, while the budget it took is held), and a
-	// compressed message, or a unary body of unknown size, weighs this much
-	// rather than the whole budget. 0 means MaxInflightBytes.
+	// Route says how requests to a URL path are limited. A path for which
+	// it reports false is not an RPC: its body may not be read (a handler
+	// that tries gets an error). Nil: every path is a control RPC with
+	// messages of at most [wire.MaxControlMessageBytes].
+	Route func(path string) (Route, bool)
+	// Tenant names the tenant a request counts against ("" for none),
+	// such as the name of its bearer token. Nil: no tenants.
+	Tenant func(r *http.Request) string
+}
+
+// Route says how the [Limiter] treats the requests of one procedure.
+type Route struct {
+	// MaxMessageBytes is the largest request message, in bytes once
+	// decompressed, that the procedure accepts: a larger one is refused
+	// with RESOURCE_EXHAUSTED. Required.
 	MaxMessageBytes int64
+	// FirstMessageBytes, when not 0, is the largest first message of a
+	// client stream: the header of an Upload stream, read before the
+	// request is authorized, is small.
+	FirstMessageBytes int64
+	// Stream makes each request take a place under MaxStreams and
+	// MaxStreamsPerTenant while it is served.
+	Stream bool
+	// ClientStream reports whether the client sends a stream of messages.
+	// Otherwise the request has one message, which the handler holds until
+	// it returns.
+	ClientStream bool
+}
+
+// ProcedureRoute returns the [Route] of ferry procedure p on a server whose
+// largest upload message is dataLimit bytes (see [MaxMessageBytes]):
+// Upload and PutChunk messages up to dataLimit, but the header that opens
+// an Upload stream, and every message of the other procedures, up to
+// [wire.MaxControlMessageBytes]; uploads and downloads take stream places.
+func ProcedureRoute(p wire.Procedure, dataLimit int64) Route {
+	r := Route{MaxMessageBytes: wire.MaxControlMessageBytes, Stream: p.Transfer(), ClientStream: p.Stream}
+	if p.Kind == wire.Upload {
+		r.MaxMessageBytes = dataLimit
+		if p.Stream {
+			r.FirstMessageBytes = wire.MaxControlMessageBytes
+		}
+	}
+	return r
 }
 
 // Limiter enforces [Limits] on HTTP requests; see [Limits] for how. It is
 // safe for concurrent use.
 type Limiter struct {
-	bytes      *semaphore.Weighted
-	streams    *semaphore.Weighted
-	maxBytes   int64
-	maxMessage int64 // Limits.MaxMessageBytes, at most maxBytes
-	maxStreams int64
-	wait       time.Duration
+	budget      *budget
+	streams     *semaphore.Weighted
+	maxBytes    int64
+	tenantBytes int64
+	maxStreams  int64
+	tenantMax   int64
+	maxAhead    int64
+	wait        time.Duration
+	route       func(string) (Route, bool)
+	tenant      func(*http.Request) string
+
+	mu            sync.Mutex
+	tenantStreams map[string]*semaphore.Weighted
 }
 
+// defaultRoute is the route of every path when Limits.Route is nil.
+var defaultRoute = Route{MaxMessageBytes: wire.MaxControlMessageBytes}
+
 // NewLimiter returns a Limiter for l, with defaults filled in. It fails
-// when a limit is negative.
-func NewLimiter(l Limits) (*Limiter, error) {
-	if l.MaxInflightBytes < 0 || l.MaxStreams < 0 || l.Wait < 0 || l.MaxMessageBytes < 0 {
+// when a limit is negative, when a tenant's share is over the total, or
+// when maxMessage (the largest message any route accepts, in bytes) does
+// not fit in the budget or a tenant's share.
+func NewLimiter(l Limits, maxMessage int64) (*Limiter, error) {
+	if l.MaxInflightBytes < 0 || l.MaxInflightBytesPerTenant < 0 || l.MaxStreams < 0 || l.MaxStreamsPerTenant < 0 || l.MaxAheadBytes < 0 || l.Wait < 0 {
 		return nil, fmt.Errorf("upload: negative limit in %+v", l)
 	}
 	if l.MaxInflightBytes == 0 {
 		l.MaxInflightBytes = DefaultMaxInflightBytes
 	}
+	if l.MaxInflightBytesPerTenant == 0 {
+		l.MaxInflightBytesPerTenant = min(l.MaxInflightBytes, max(l.MaxInflightBytes/2, maxMessage))
+	}
 	if l.MaxStreams == 0 {
 		l.MaxStreams = DefaultMaxStreams
+	}
+	if l.MaxStreamsPerTenant == 0 {
+		l.MaxStreamsPerTenant = max(1, l.MaxStreams/4)
 	}
 	if l.Wait == 0 {
 		l.Wait = DefaultLimitWait
 	}
-	if l.MaxMessageBytes == 0 || l.MaxMessageBytes > l.MaxInflightBytes {
-		l.MaxMessageBytes = l.MaxInflightBytes
+	if l.MaxAheadBytes == 0 {
+		l.MaxAheadBytes = DefaultMaxAheadBytes
+	}
+	switch {
+	case l.MaxInflightBytesPerTenant > l.MaxInflightBytes:
+		return nil, fmt.Errorf("upload: a tenant's share of %d bytes is over the total of %d", l.MaxInflightBytesPerTenant, l.MaxInflightBytes)
+	case l.MaxStreamsPerTenant > l.MaxStreams:
+		return nil, fmt.Errorf("upload: a tenant's %d streams are over the total of %d", l.MaxStreamsPerTenant, l.MaxStreams)
+	case maxMessage > l.MaxInflightBytesPerTenant:
+		return nil, fmt.Errorf("upload: the largest message, %d bytes, does not fit in a budget of %d bytes per tenant (%d in all)", maxMessage, l.MaxInflightBytesPerTenant, l.MaxInflightBytes)
+	}
+	if l.Route == nil {
+		l.Route = func(string) (Route, bool) { return defaultRoute, true }
+	}
+	if l.Tenant == nil {
+		l.Tenant = func(*http.Request) string { return "" }
 	}
 	return &Limiter{
-		bytes:      semaphore.NewWeighted(l.MaxInflightBytes),
-		streams:    semaphore.NewWeighted(int64(l.MaxStreams)),
-		maxBytes:   l.MaxInflightBytes,
-		maxMessage: l.MaxMessageBytes,
-		maxStreams: int64(l.MaxStreams),
-		wait:       l.Wait,
+		budget:        newBudget(l.MaxInflightBytes, l.MaxInflightBytesPerTenant),
+		streams:       semaphore.NewWeighted(int64(l.MaxStreams)),
+		maxBytes:      l.MaxInflightBytes,
+		tenantBytes:   l.MaxInflightBytesPerTenant,
+		maxStreams:    int64(l.MaxStreams),
+		tenantMax:     int64(l.MaxStreamsPerTenant),
+		maxAhead:      l.MaxAheadBytes,
+		wait:          l.Wait,
+		route:         l.Route,
+		tenant:        l.Tenant,
+		tenantStreams: make(map[string]*semaphore.Weighted),
 	}, nil
 }
 
-// Wrap returns next with the limits applied to ferry's transfer
-// procedures: Upload and PutChunk count toward both limits, Download
-// toward MaxStreams. Other requests pass untouched.
+// Wrap returns next with the limits applied to every request.
 func (l *Limiter) Wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var weighBytes bool
-		switch r.URL.Path {
-		case ferryv1connect.UploadServiceUploadProcedure, ferryv1connect.UploadServicePutChunkProcedure:
-			weighBytes = true
-		case ferryv1connect.DownloadServiceDownloadProcedure:
-		default:
+		route, ok := l.route(r.URL.Path)
+		if !ok {
+			// Not an RPC: nothing here reads a body, and nothing may.
+			r.Body = http.MaxBytesReader(w, r.Body, 0)
 			next.ServeHTTP(w, r)
 			return
 		}
+		tenant := l.tenant(r)
 		body := &limitedBody{
-			body:       r.Body,
-			l:          l,
-			ctx:        r.Context(),
-			weighBytes: weighBytes,
-			unary:      r.URL.Path == ferryv1connect.UploadServicePutChunkProcedure,
-			enveloped:  isEnveloped(r.Header.Get("Content-Type")),
-			length:     r.ContentLength,
-			compressed: r.Header.Get("Content-Encoding") != "" && r.Header.Get("Content-Encoding") != "identity",
+			body:  r.Body,
+			l:     l,
+			ctx:   r.Context(),
+			acc:   l.budget.open(tenant),
+			route: route,
 		}
-		defer body.release()
-		// Wait for a place before connect-go sees the request. When none
-		// comes free, the body fails its first read with the reason, so
-		// that connect-go answers in the request's protocol.
-		body.err = body.take(l.streams, 1, l.maxStreams, "transfer requests", "--max-streams")
-		if weighBytes {
-			// So that a handler holding a message while it reads the next
-			// can say so (keepMessage).
-			r = r.WithContext(context.WithValue(r.Context(), limitedBodyKey{}, body))
+		defer body.close()
+		r = r.WithContext(context.WithValue(r.Context(), limitedBodyKey{}, body))
+		if route.Stream {
+			// Wait for a place before connect-go sees the request. When
+			// none comes free, the body fails its first read with the
+			// reason, so that connect-go answers in the request's protocol.
+			release, err := l.takeStream(r.Context(), tenant)
+			if err != nil {
+				body.err = err
+			} else {
+				defer release()
+			}
+		}
+		if body.err == nil {
+			body.err = body.prepare(r)
 		}
 		r.Body = body // the server closes the body it made, not this one
 		next.ServeHTTP(w, r)
 	})
+}
+
+// takeStream waits for a transfer place of the server and of tenant.
+func (l *Limiter) takeStream(ctx context.Context, tenant string) (release func(), err error) {
+	waitCtx, cancel := context.WithTimeout(ctx, l.wait)
+	defer cancel()
+	var ts *semaphore.Weighted
+	if tenant != "" {
+		ts = l.tenantSem(tenant)
+		if err := ts.Acquire(waitCtx, 1); err != nil {
+			return nil, l.busy(ctx, fmt.Sprintf("token %q has %d transfer requests served, its share (--max-streams-per-token)", tenant, l.tenantMax))
+		}
+	}
+	if err := l.streams.Acquire(waitCtx, 1); err != nil {
+		if ts != nil {
+			ts.Release(1)
+		}
+		return nil, l.busy(ctx, fmt.Sprintf("it serves %d transfer requests, its limit (--max-streams)", l.maxStreams))
+	}
+	return func() {
+		l.streams.Release(1)
+		if ts != nil {
+			ts.Release(1)
+		}
+	}, nil
+}
+
+// tenantSem returns tenant's semaphore of stream places.
+func (l *Limiter) tenantSem(tenant string) *semaphore.Weighted {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.tenantStreams[tenant]
+	if s == nil {
+		s = semaphore.NewWeighted(l.tenantMax)
+		l.tenantStreams[tenant] = s
+	}
+	return s
+}
+
+// busy is the error of a request that found no room within the wait: the
+// request's own context error if it ended, RESOURCE_EXHAUSTED otherwise.
+func (l *Limiter) busy(ctx context.Context, why string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("server busy: %s, and none came free within %v; retry later", why, l.wait))
+}
+
+// acquireBytes takes n bytes of the budget for a, or explains why not.
+func (l *Limiter) acquireBytes(ctx context.Context, a *account, n int64) error {
+	err := a.acquire(ctx, n, l.wait)
+	var timeout *waitTimeout
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &timeout):
+		return l.busy(ctx, fmt.Sprintf("it holds %d bytes of request bodies (--max-inflight-bytes; %d per token, --max-inflight-bytes-per-token)", l.maxBytes, l.tenantBytes))
+	case errors.Is(err, errDeadlock):
+		return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
+			"server busy: every request holding part of its %d bytes for request bodies (--max-inflight-bytes) is waiting for more; retry later", l.maxBytes))
+	}
+	return err
 }
 
 // isEnveloped reports whether a request body of content type ct is a
@@ -176,200 +332,7 @@ func isEnveloped(ct string) bool {
 	return false
 }
 
-// limitedBody is a request body that takes its stream's place and each
-// message's bytes from a [Limiter] before passing them on.
-type limitedBody struct {
-	body       io.ReadCloser
-	l          *Limiter
-	ctx        context.Context
-	weighBytes bool
-	// unary: the request has one message, which its handler holds until it
-	// returns (connect-go reads on to the end of an enveloped unary request
-	// before calling the handler), so its bytes are kept to the end.
-	unary      bool
-	enveloped  bool
-	length     int64 // Content-Length, -1 when unknown
-	compressed bool  // the whole body is compressed (unary Connect)
-
-	// Read state; Read is not called concurrently with itself.
-	started   bool
-	prefix    [5]byte
-	prefixLen int   // bytes of prefix read from the body
-	prefixOff int   // bytes of prefix passed on
-	remaining int64 // bytes of the current message still to pass on
-	messages  int   // message prefixes read
-	err       error // sticky
-
-	mu     sync.Mutex
-	held   int64 // bytes taken from l.bytes for the message being read
-	kept   int64 // bytes taken from l.bytes for earlier messages still held (keepMessage)
-	slot   bool  // holds a place in l.streams
-	closed bool  // released: take nothing more
-}
-
-// Read implements io.Reader.
-func (b *limitedBody) Read(p []byte) (int, error) {
-	if b.err != nil {
-		return 0, b.err
-	}
-	if !b.started {
-		b.started = true
-		if b.weighBytes && !b.enveloped {
-			n := b.length
-			if n < 0 || b.compressed {
-				n = b.l.maxMessage // unknown, or larger once decompressed
-			}
-			if err := b.take(b.l.bytes, min(n, b.l.maxMessage), b.l.maxBytes, "bytes of upload chunks", "--max-inflight-bytes"); err != nil {
-				b.err = err
-				return 0, err
-			}
-		}
-	}
-	if !b.weighBytes || !b.enveloped {
-		return b.body.Read(p)
-	}
-	if b.prefixOff < b.prefixLen {
-		n := copy(p, b.prefix[b.prefixOff:b.prefixLen])
-		b.prefixOff += n
-		return n, nil
-	}
-	if b.remaining == 0 {
-		// A message boundary: the handler has asked for the next message,
-		// so it is done with the previous one; not so in a unary request,
-		// where connect-go looks for the end of the body before it calls
-		// the handler with the message.
-		if !b.unary {
-			b.giveBytes()
-		}
-		n, err := io.ReadFull(b.body, b.prefix[:])
-		b.prefixLen, b.prefixOff = n, 0
-		if err != nil {
-			if errors.Is(err, io.ErrUnexpectedEOF) {
-				err = io.EOF // the reader above reports the incomplete prefix
-			}
-			b.err = err
-			if n == 0 {
-				return 0, err
-			}
-			k := copy(p, b.prefix[:n])
-			b.prefixOff = k
-			return k, nil
-		}
-		if b.unary && b.messages > 0 {
-			// Refused before it is read, as connect-go would after.
-			b.err = connect.NewError(connect.CodeUnimplemented, errors.New("unary request has multiple messages"))
-			return 0, b.err
-		}
-		b.messages++
-		size := int64(binary.BigEndian.Uint32(b.prefix[1:]))
-		if size > b.l.maxMessage {
-			b.err = connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("message size %d is larger than configured max %d", size, b.l.maxMessage))
-			return 0, b.err
-		}
-		weight := size
-		if b.prefix[0]&1 != 0 {
-			weight = b.l.maxMessage // compressed: larger once decompressed
-		}
-		if err := b.takeMessage(weight); err != nil {
-			b.err = err
-			return 0, err
-		}
-		b.remaining = size
-		k := copy(p, b.prefix[:])
-		b.prefixOff = k
-		return k, nil
-	}
-	if int64(len(p)) > b.remaining {
-		p = p[:b.remaining]
-	}
-	n, err := b.body.Read(p)
-	b.remaining -= int64(n)
-	if err != nil {
-		b.err = err
-	}
-	return n, err
-}
-
-// maxFreeAhead is the largest message a request that keeps earlier
-// messages (keepMessage) reads without taking its bytes from the budget:
-// an upload's finish, read while its chunk is kept. At most one such
-// message per request is held at a time.
-const maxFreeAhead = 64 << 10
-
-// takeMessage takes the bytes of a message of weight bytes, about to be
-// read. A request that keeps earlier messages must not wait for room while
-// it holds them: requests ahead of it in the queue could be waiting for
-// what it holds, and the limits would deadlock until they time out. Such a
-// request reads a small message free, and fails at once when a larger one
-// finds no room.
-func (b *limitedBody) takeMessage(weight int64) error {
-	b.mu.Lock()
-	keeping := b.kept > 0
-	b.mu.Unlock()
-	if !keeping {
-		return b.take(b.l.bytes, weight, b.l.maxBytes, "bytes of upload chunks", "--max-inflight-bytes")
-	}
-	if weight <= maxFreeAhead {
-		return nil
-	}
-	n := min(weight, b.l.maxBytes)
-	if !b.l.bytes.TryAcquire(n) {
-		return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
-			"server busy: no room under its limit of %d bytes of upload chunks in flight (--max-inflight-bytes) for a message read while this request holds others; retry later",
-			b.l.maxBytes))
-	}
-	return b.hold(b.l.bytes, n)
-}
-
-// take acquires n (at most limit) of sem, waiting up to the Limiter's
-// wait. what and flag name the limit in the error.
-func (b *limitedBody) take(sem *semaphore.Weighted, n, limit int64, what, flag string) error {
-	n = min(n, limit)
-	if n <= 0 {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(b.ctx, b.l.wait)
-	defer cancel()
-	if err := sem.Acquire(ctx, n); err != nil {
-		if b.ctx.Err() != nil {
-			return b.ctx.Err()
-		}
-		return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
-			"server busy: it is at its limit of %d %s in flight (%s) and none came free within %v; retry later",
-			limit, what, flag, b.l.wait))
-	}
-	return b.hold(sem, n)
-}
-
-// hold records n of sem, just acquired, as held by the request; if the
-// request has ended meanwhile, it gives them back and fails.
-func (b *limitedBody) hold(sem *semaphore.Weighted, n int64) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		sem.Release(n)
-		return errors.New("request ended")
-	}
-	if sem == b.l.streams {
-		b.slot = true
-	} else {
-		b.held += n
-	}
-	return nil
-}
-
-// giveBytes returns the bytes held for the previous message.
-func (b *limitedBody) giveBytes() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.held > 0 {
-		b.l.bytes.Release(b.held)
-		b.held = 0
-	}
-}
-
-// limitedBodyKey is the context key of the *limitedBody of an Upload or
-// PutChunk request.
+// limitedBodyKey is the context key of a request's *limitedBody.
 type limitedBodyKey struct{}
 
 // keepMessage tells the Limiter in front of the request of ctx, if any,
@@ -380,31 +343,7 @@ type limitedBodyKey struct{}
 // no longer counts, and the server's memory would no longer be bounded by
 // MaxInflightBytes.
 func keepMessage(ctx context.Context) {
-	b, ok := ctx.Value(limitedBodyKey{}).(*limitedBody)
-	if !ok {
-		return
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.kept += b.held
-	b.held = 0
-}
-
-// release returns everything held; the request is over.
-func (b *limitedBody) release() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.closed = true
-	if n := b.held + b.kept; n > 0 {
-		b.l.bytes.Release(n)
-		b.held, b.kept = 0, 0
-	}
-	if b.slot {
-		b.l.streams.Release(1)
-		b.slot = false
+	if b, ok := ctx.Value(limitedBodyKey{}).(*limitedBody); ok {
+		b.keep()
 	}
 }
-
-// Close implements io.Closer. The places held are kept until the handler
-// returns: the message last read may still be in use.
-func (b *limitedBody) Close() error { return b.body.Close() }

@@ -1,6 +1,7 @@
 package upload
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"io"
@@ -12,9 +13,11 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 
 	ferryv1 "github.com/ferryhq/ferry/proto/ferry/v1"
 	"github.com/ferryhq/ferry/proto/ferry/v1/ferryv1connect"
+	"github.com/ferryhq/ferry/proto/wire"
 	"github.com/ferryhq/ferry/store"
 	"github.com/ferryhq/ferry/store/diskstore"
 )
@@ -66,12 +69,15 @@ func serveLimited(t *testing.T, st store.Store, l Limits) (map[string]ferryv1con
 	if err != nil {
 		t.Fatal(err)
 	}
-	lim, err := NewLimiter(l)
+	if l.Route == nil {
+		l.Route = testRoutes
+	}
+	lim, err := NewLimiter(l, testDataLimit)
 	if err != nil {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle(ferryv1connect.NewUploadServiceHandler(svc, connect.WithReadMaxBytes(6*mib)))
+	mux.Handle(ferryv1connect.NewUploadServiceHandler(svc, connect.WithReadMaxBytes(testDataLimit)))
 	srv := httptest.NewUnstartedServer(lim.Wrap(mux))
 	srv.Config.Protocols = new(http.Protocols)
 	srv.Config.Protocols.SetHTTP1(true)
@@ -84,6 +90,19 @@ func serveLimited(t *testing.T, st store.Store, l Limits) (map[string]ferryv1con
 		clients[name] = ferryv1connect.NewUploadServiceClient(h2c, srv.URL, opts...)
 	}
 	return clients, lim, srv.URL
+}
+
+// testDataLimit is the read limit of the upload procedures in these tests:
+// MaxMessageBytes of their 5 MiB chunks.
+const testDataLimit = 6 * mib
+
+// testRoutes are the routes of ferry's procedures, as ferry serve has them.
+func testRoutes(path string) (Route, bool) {
+	p, ok := wire.Lookup(path)
+	if !ok {
+		return Route{}, false
+	}
+	return ProcedureRoute(p, testDataLimit), true
 }
 
 // heldPutStore is a real disk store whose PutObject of key "held" waits
@@ -238,11 +257,19 @@ func TestLimitStreams(t *testing.T) {
 	}
 }
 
-// TestNewLimiterRejectsNegative: negative limits are configuration errors.
+// TestNewLimiterRejectsNegative: negative limits, shares over the total and
+// a budget the largest message does not fit in are configuration errors.
 func TestNewLimiterRejectsNegative(t *testing.T) {
 	t.Parallel()
-	for _, l := range []Limits{{MaxInflightBytes: -1}, {MaxStreams: -1}, {Wait: -time.Second}} {
-		if _, err := NewLimiter(l); err == nil {
+	for _, l := range []Limits{
+		{MaxInflightBytes: -1}, {MaxStreams: -1}, {Wait: -time.Second},
+		{MaxInflightBytesPerTenant: -1}, {MaxStreamsPerTenant: -1},
+		{MaxInflightBytes: 8 * mib, MaxInflightBytesPerTenant: 9 * mib}, // a share over the total
+		{MaxStreams: 4, MaxStreamsPerTenant: 5},
+		{MaxInflightBytes: 5 * mib}, // the largest message does not fit
+		{MaxInflightBytes: 20 * mib, MaxInflightBytesPerTenant: 5 * mib},
+	} {
+		if _, err := NewLimiter(l, 6*mib); err == nil {
 			t.Errorf("NewLimiter(%+v) succeeded", l)
 		}
 	}
@@ -290,25 +317,25 @@ func TestLimitUnaryPutChunkKeepsChunk(t *testing.T) {
 	}
 }
 
-// TestLimitOneShotFinishDoesNotWait: a one-request upload keeps its chunk
-// counted while it reads its finish; the finish must not wait for room
-// behind a request queued for the bytes the upload holds, or both would
-// stall until --limit-wait refuses them. Here a second upload queues for
-// the budget while the first holds its chunk; the first then sends its
-// finish, and both complete.
-func TestLimitOneShotFinishDoesNotWait(t *testing.T) {
+// TestLimitKeptChunk: a one-request upload keeps its chunk counted while it
+// reads its finish. A second upload that starts meanwhile waits for room
+// for its whole chunk, holding nothing, so the first one's finish is read
+// and it completes; then the second one goes through. (When requests hold
+// parts of messages and all wait, TestBudgetBreaksDeadlock shows the wait
+// is broken at once.)
+func TestLimitKeptChunk(t *testing.T) {
 	t.Parallel()
 	disk, err := diskstore.New(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	clients, lim, url := serveLimited(t, disk, Limits{MaxInflightBytes: 6 * mib, Wait: 5 * time.Second})
+	clients, lim, url := serveLimited(t, disk, Limits{MaxInflightBytes: 6 * mib, Wait: time.Hour})
 	ctx := t.Context()
-	c := clients["grpc"]
+	cl := clients["grpc"]
 	dataA, dataB := svcData(6, 5*mib), svcData(7, 5*mib)
 	crcA, crcB := store.CRC32C(dataA), store.CRC32C(dataB)
 
-	a := c.Upload(ctx)
+	a := cl.Upload(ctx)
 	for _, m := range []*ferryv1.UploadRequest{
 		createMsg(&ferryv1.UploadSpec{Key: "a", Size: ptr(int64(len(dataA)))}),
 		chunkMsg(svcChunk(0, dataA)),
@@ -317,16 +344,11 @@ func TestLimitOneShotFinishDoesNotWait(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// Until the server has taken the budget of a's chunk.
-	for lim.bytes.TryAcquire(2 * mib) {
-		lim.bytes.Release(2 * mib)
-		time.Sleep(time.Millisecond)
-	}
+	waitState(t, lim.budget, "a's chunk to be read", func(s budgetState) bool { return s.used >= 5*mib })
 	// b on a connection of its own: on a's, b's chunk, unread while it
 	// waits for room, would fill the connection's HTTP/2 window and hold
 	// back a's finish (ferry serve sizes its windows against that).
-	h2c := newH2CClient()
-	cb := ferryv1connect.NewUploadServiceClient(h2c, url, svcProtocols["grpc"]...)
+	cb := ferryv1connect.NewUploadServiceClient(newH2CClient(), url, svcProtocols["grpc"]...)
 	b := make(chan error, 1)
 	go func() {
 		_, err := streamUpload(ctx, cb,
@@ -335,87 +357,97 @@ func TestLimitOneShotFinishDoesNotWait(t *testing.T) {
 			finishMsg(ptr(int64(len(dataB))), &crcB))
 		b <- err
 	}()
-	// Until b waits for room (TryAcquire fails while anyone waits).
-	for lim.bytes.TryAcquire(1) {
-		lim.bytes.Release(1)
-		time.Sleep(time.Millisecond)
-	}
+	waitState(t, lim.budget, "b to wait, holding nothing", func(s budgetState) bool { return s.waiters == 1 && s.blocked == 0 })
 	if err := a.Send(finishMsg(ptr(int64(len(dataA))), &crcA)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := a.CloseAndReceive(); err != nil {
-		t.Errorf("upload a, its finish read while b waits for room: %v", err)
+		t.Errorf("upload a, its finish read while b waits: %v", err)
 	}
 	if err := <-b; err != nil {
 		t.Errorf("upload b, queued while a held its chunk: %v", err)
 	}
 }
 
-// TestLimitOversizedMessage: a message whose prefix declares more than the
-// handlers' read limit (MaxMessageBytes) is refused with RESOURCE_EXHAUSTED
-// from its prefix, without taking the budget: it cannot hold the budget
-// while its client sends (or trickles) the bytes connect-go would discard,
-// so an upload alongside it goes through.
+// TestLimitOversizedMessage: a message whose prefix declares more than its
+// procedure accepts is refused with RESOURCE_EXHAUSTED from its prefix,
+// before any of it is read: the first message of an Upload stream (its
+// header) over 64 KiB, a chunk message over the upload read limit, a
+// control message over 64 KiB.
 func TestLimitOversizedMessage(t *testing.T) {
 	t.Parallel()
 	disk, err := diskstore.New(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	clients, lim, url := serveLimited(t, disk, Limits{MaxInflightBytes: 20 * mib, MaxMessageBytes: 6 * mib, Wait: 200 * time.Millisecond})
-	ctx := t.Context()
-
-	// A gRPC Upload whose first message claims 16 MiB, then nothing more.
-	pr, pw := io.Pipe()
-	defer pw.Close()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+ferryv1connect.UploadServiceUploadProcedure, pr)
+	header, err := proto.Marshal(createMsg(&ferryv1.UploadSpec{Key: "big", Size: ptr(int64(10 * mib))}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Content-Type", "application/grpc")
-	h2c := newH2CClient()
-	status := make(chan string, 1)
-	go func() {
-		res, err := h2c.Do(req)
-		if err != nil {
-			status <- err.Error()
-			return
-		}
-		defer res.Body.Close()
-		_, _ = io.Copy(io.Discard, res.Body)
-		status <- res.Header.Get("Grpc-Status") + res.Trailer.Get("Grpc-Status")
-	}()
-	var prefix [5]byte
-	binary.BigEndian.PutUint32(prefix[1:], 16*mib)
-	if _, err := pw.Write(prefix[:]); err != nil {
+	for _, c := range []struct {
+		name, procedure string
+		before          [][]byte // messages sent whole first
+		declared        uint32   // the size the next prefix declares; its bytes never come
+		want            string
+	}{
+		{"header", ferryv1connect.UploadServiceUploadProcedure, nil, 64<<10 + 1, "first message of the stream"},
+		{"chunk", ferryv1connect.UploadServiceUploadProcedure, [][]byte{header}, 16 * mib, "larger than the 6291456 bytes"},
+		{"putchunk", ferryv1connect.UploadServicePutChunkProcedure, nil, 6*mib + 1, "larger than the 6291456 bytes"},
+		{"control", ferryv1connect.UploadServiceGetUploadProcedure, nil, 64<<10 + 1, "larger than the 65536 bytes"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, lim, url := serveLimited(t, disk, Limits{MaxInflightBytes: 20 * mib, Wait: time.Hour})
+			var body []byte
+			for _, m := range c.before {
+				body = append(binary.BigEndian.AppendUint32(append(body, 0), uint32(len(m))), m...)
+			}
+			body = binary.BigEndian.AppendUint32(append(body, 0), c.declared)
+			// The body does not end before the answer: only the prefixes
+			// can have been read.
+			status, msg := rawGRPC(t, url, c.procedure, nil, body, true)
+			if status != strconv.Itoa(int(connect.CodeResourceExhausted)) || !strings.Contains(msg, c.want) {
+				t.Errorf("grpc-status %s %q, want %d and a message with %q", status, msg, connect.CodeResourceExhausted, c.want)
+			}
+			if st, _ := lim.budget.state(); st.peak > int64(len(body)) {
+				t.Errorf("the budget held %d bytes for a request that sent %d", st.peak, len(body))
+			}
+		})
+	}
+}
+
+// rawGRPC sends body as a gRPC request to procedure over h2c, with extra
+// headers, and returns the grpc-status and grpc-message of the answer.
+// With hold, the request body stays open until the answer has been read,
+// as from a client that stops sending without ending its request.
+func rawGRPC(t *testing.T, url, procedure string, header http.Header, body []byte, hold bool) (status, msg string) {
+	t.Helper()
+	var r io.Reader = bytes.NewReader(body)
+	end := func() {}
+	if hold {
+		pr, pw := io.Pipe()
+		end = func() { pw.Close() }
+		r = io.MultiReader(r, pr)
+	}
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, url+procedure, r)
+	if err != nil {
 		t.Fatal(err)
 	}
-	// Until the server has answered it, or taken the budget for it.
-	var got string
-	for got == "" {
-		select {
-		case got = <-status:
-		default:
-			if !lim.bytes.TryAcquire(10 * mib) {
-				got = "(no answer: the budget was taken)"
-				break
-			}
-			lim.bytes.Release(10 * mib)
-			time.Sleep(time.Millisecond)
-		}
+	for k, v := range header {
+		req.Header[k] = v
 	}
-	if want := strconv.Itoa(int(connect.CodeResourceExhausted)); got != want {
-		t.Errorf("an Upload message declaring 16 MiB over a 6 MiB read limit: grpc-status %s, want %s", got, want)
+	req.Header.Set("Content-Type", "application/grpc")
+	req.Header.Set("Te", "trailers")
+	res, err := newH2CClient().Do(req)
+	if err != nil {
+		end()
+		t.Fatalf("%s: %v", procedure, err)
 	}
-
-	data := svcData(8, 5*mib)
-	crc := store.CRC32C(data)
-	if _, err := streamUpload(ctx, clients["grpc"],
-		createMsg(&ferryv1.UploadSpec{Key: "alongside", Size: ptr(int64(len(data)))}),
-		chunkMsg(svcChunk(0, data)),
-		finishMsg(ptr(int64(len(data))), &crc)); err != nil {
-		t.Errorf("an upload alongside the oversized message: %v", err)
-	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	end() // before Close, which waits for the request body's writer
+	res.Body.Close()
+	status = res.Header.Get("Grpc-Status") + res.Trailer.Get("Grpc-Status")
+	msg = res.Header.Get("Grpc-Message") + res.Trailer.Get("Grpc-Message")
+	return status, msg
 }
 
 // TestIsEnveloped: the request bodies framed as enveloped messages are
@@ -441,4 +473,115 @@ func TestIsEnveloped(t *testing.T) {
 			t.Errorf("isEnveloped(%q) = %v, want %v", ct, got, want)
 		}
 	}
+}
+
+// tenantClients returns a client per tenant name of the gRPC protocol,
+// each sending its name in the X-Tenant header that tenantOf reads.
+func tenantClients(url string, names ...string) map[string]ferryv1connect.UploadServiceClient {
+	out := make(map[string]ferryv1connect.UploadServiceClient)
+	for _, name := range names {
+		tag := connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
+			return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+				req.Header().Set("X-Tenant", name)
+				return next(ctx, req)
+			}
+		})
+		out[name] = ferryv1connect.NewUploadServiceClient(newH2CClient(), url, connect.WithGRPC(), connect.WithInterceptors(tag))
+	}
+	return out
+}
+
+func tenantOf(r *http.Request) string { return r.Header.Get("X-Tenant") }
+
+// TestLimitTenantStreams: a tenant with its one stream place taken waits
+// (and is refused after --limit-wait, naming --max-streams-per-token),
+// while another tenant's transfer is served at once.
+func TestLimitTenantStreams(t *testing.T) {
+	t.Parallel()
+	gs, _ := newLimitedEnvTenants(t, Limits{MaxStreams: 4, MaxStreamsPerTenant: 1, Wait: 200 * time.Millisecond})
+	ctx := t.Context()
+	cl := tenantClients(gs.url, "a", "b")
+	data := svcData(21, 10*mib)
+	created, err := cl["a"].CreateUpload(ctx, connect.NewRequest(&ferryv1.CreateUploadRequest{Spec: &ferryv1.UploadSpec{Key: "t", Size: ptr(int64(len(data)))}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := created.Msg.GetUpload().GetUploadId()
+	put := func(c ferryv1connect.UploadServiceClient, i int64) error {
+		_, err := c.PutChunk(ctx, connect.NewRequest(&ferryv1.PutChunkRequest{UploadId: id, Chunk: svcChunk(i, data[i*5*mib:(i+1)*5*mib])}))
+		return err
+	}
+	first := make(chan error, 1)
+	go func() { first <- put(cl["a"], 0) }()
+	<-gs.entered // a's place is taken, held in UploadPart
+	if err := put(cl["a"], 1); codeOf(err) != connect.CodeResourceExhausted || !strings.Contains(err.Error(), "--max-streams-per-token") {
+		t.Errorf("tenant a's second transfer: %v, want resource_exhausted naming --max-streams-per-token", err)
+	}
+	second := make(chan error, 1)
+	go func() { second <- put(cl["b"], 1) }()
+	<-gs.entered // b's transfer reached the store beside a's
+	close(gs.gate)
+	for _, c := range []chan error{first, second} {
+		if err := <-c; err != nil {
+			t.Errorf("transfer: %v", err)
+		}
+	}
+}
+
+// TestLimitTenantBytes: a tenant cannot hold more than its share of the
+// budget: while its 5 MiB chunk is held, its next chunk over its 6 MiB
+// share waits and is refused, while another tenant's chunk, within the
+// total, goes through.
+func TestLimitTenantBytes(t *testing.T) {
+	t.Parallel()
+	gs, lim := newLimitedEnvTenants(t, Limits{MaxInflightBytes: 12 * mib, MaxInflightBytesPerTenant: 6 * mib, Wait: 200 * time.Millisecond})
+	ctx := t.Context()
+	cl := tenantClients(gs.url, "a", "b")
+	data := svcData(22, 15*mib)
+	created, err := cl["a"].CreateUpload(ctx, connect.NewRequest(&ferryv1.CreateUploadRequest{Spec: &ferryv1.UploadSpec{Key: "t", Size: ptr(int64(len(data)))}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := created.Msg.GetUpload().GetUploadId()
+	put := func(c ferryv1connect.UploadServiceClient, i int64) error {
+		_, err := c.PutChunk(ctx, connect.NewRequest(&ferryv1.PutChunkRequest{UploadId: id, Chunk: svcChunk(i, data[i*5*mib:(i+1)*5*mib])}))
+		return err
+	}
+	first := make(chan error, 1)
+	go func() { first <- put(cl["a"], 0) }()
+	<-gs.entered
+	if err := put(cl["a"], 1); codeOf(err) != connect.CodeResourceExhausted || !strings.Contains(err.Error(), "--max-inflight-bytes") {
+		t.Errorf("tenant a over its share: %v, want resource_exhausted naming the byte limits", err)
+	}
+	second := make(chan error, 1)
+	go func() { second <- put(cl["b"], 2) }()
+	<-gs.entered
+	if st, _ := lim.budget.state(); st.used < 10*mib {
+		t.Errorf("with both chunks held the budget holds %d bytes, want both chunks", st.used)
+	}
+	close(gs.gate)
+	for _, c := range []chan error{first, second} {
+		if err := <-c; err != nil {
+			t.Errorf("transfer: %v", err)
+		}
+	}
+}
+
+// gatedEnv is a gated store served behind a Limiter, with its URL.
+type gatedEnv struct {
+	*gatedStore
+	url string
+}
+
+// newLimitedEnvTenants is newLimitedEnv with tenants named by X-Tenant.
+func newLimitedEnvTenants(t *testing.T, l Limits) (gatedEnv, *Limiter) {
+	t.Helper()
+	disk, err := diskstore.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := &gatedStore{Store: disk, entered: make(chan struct{}, 16), gate: make(chan struct{})}
+	l.Tenant = tenantOf
+	_, lim, url := serveLimited(t, gs, l)
+	return gatedEnv{gs, url}, lim
 }

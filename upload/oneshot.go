@@ -78,6 +78,9 @@ func (s *Service) oneShot(ctx context.Context, stream *connect.ClientStream[ferr
 	if err := stream.Err(); err != nil {
 		return nil, nil, err // broken after the finish: nothing is stored
 	}
+	if err := s.checkKeyFree(ctx, spec.GetKey()); err != nil { // see conflict.go
+		return nil, nil, err
+	}
 	info, err := s.store.PutObject(ctx, spec.GetKey(), bytes.NewReader(c.GetData()), size, store.PutOptions{
 		ContentType: spec.GetContentType(),
 		Metadata:    spec.GetMetadata(),

@@ -156,8 +156,14 @@ func (s *Service) checkObjectSize(size int64) error {
 }
 
 // MaxChunkSize returns the largest chunk, in bytes, the service accepts.
-// Servers set their RPC read limit a little above it.
 func (s *Service) MaxChunkSize() int64 { return s.maxChunkSize }
+
+// MaxMessageBytes returns the largest request message, in bytes, of the
+// procedures that carry chunks (Upload, PutChunk) on a service whose
+// largest chunk is maxChunkSize bytes: the chunk and 1 MiB for the rest of
+// the message and its envelope. Servers set their read limit for those
+// procedures to it; any larger message is refused before it is read.
+func MaxMessageBytes(maxChunkSize int64) int64 { return maxChunkSize + 1<<20 }
 
 // create validates spec and starts an upload in three steps: a pending
 // manifest (the upload's key and ID, no multipart upload yet), the store's
@@ -168,6 +174,9 @@ func (s *Service) MaxChunkSize() int64 { return s.maxChunkSize }
 func (s *Service) create(ctx context.Context, spec *ferryv1.UploadSpec) (*manifest, error) {
 	size, chunk, err := s.checkSpec(spec)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.checkKeyFree(ctx, spec.GetKey()); err != nil { // see conflict.go
 		return nil, err
 	}
 	m := &manifest{
@@ -364,6 +373,9 @@ func (s *Service) complete(ctx context.Context, m *manifest, size *int64, crc *u
 		return store.ObjectInfo{}, 0, errorf(ErrIncomplete, "whole-object crc32c mismatch: the stored chunks give %08x, the client expects %08x; the upload stays open", objectCRC, *want)
 	}
 
+	if err := s.checkKeyFree(ctx, m.Key); err != nil { // see conflict.go; the upload stays open
+		return store.ObjectInfo{}, 0, err
+	}
 	info, err := s.store.CompleteMultipartUpload(ctx, m.Key, m.StoreUploadID, parts, store.CompleteOptions{
 		CRC32C:      objectCRC,
 		IfNoneMatch: m.IfNoneMatch,

@@ -23,9 +23,12 @@ import (
 	"github.com/dustin/go-humanize"
 	"github.com/rs/cors"
 	"github.com/spf13/cobra"
+	"golang.org/x/net/netutil"
 
+	"github.com/ferryhq/ferry/auth"
 	"github.com/ferryhq/ferry/download"
 	"github.com/ferryhq/ferry/proto/ferry/v1/ferryv1connect"
+	"github.com/ferryhq/ferry/proto/wire"
 	"github.com/ferryhq/ferry/store"
 	"github.com/ferryhq/ferry/store/diskstore"
 	"github.com/ferryhq/ferry/store/s3store"
@@ -43,14 +46,19 @@ type serveConfig struct {
 	maxChunkSize    int64
 	uploadTTL       time.Duration
 	corsOrigins     []string
+	pageServers     []string // --page-server origins, as web.ParseOrigin returns them
 	logLevel        slog.Level
 	shutdownTimeout time.Duration
 	// security is authentication, TLS, object size and per-token limits,
 	// timeouts and metrics (serve_security.go, docs/security.md).
 	security securityConfig
-	// limits bound the memory of transfers (--max-inflight-bytes,
-	// --max-streams, --limit-wait).
+	// limits bound the memory of request bodies and transfers
+	// (--max-inflight-bytes, --max-inflight-bytes-per-token, --max-streams,
+	// --max-streams-per-token, --limit-wait).
 	limits upload.Limits
+	// maxConnections bounds the connections served at once
+	// (--max-connections).
+	maxConnections int
 }
 
 // HTTP server limits. Streams carry whole files, so there is no timeout on
@@ -58,14 +66,20 @@ type serveConfig struct {
 // --stream-idle-timeout (serve_idle.go), and headers and keep-alive
 // connections by --read-header-timeout and --http-idle-timeout.
 const (
-	maxHeaderBytes = 64 << 10
+	// maxHeaderBytes bounds the headers of a request, in bytes: HTTP/1.1's
+	// request line and headers, HTTP/2's header list.
+	maxHeaderBytes = 32 << 10
 	// sendMaxBytes bounds every message the server sends: download data
 	// messages are at most 1 MiB.
 	sendMaxBytes = 2 << 20
+	// defaultMaxConnections is --max-connections' default.
+	defaultMaxConnections = 256
 )
 
 // http2Config tunes HTTP/2 for streams that carry whole chunks. A client
-// may send frames of up to 1 MiB. The connection's receive window is the
+// may send frames as large as a stream's window (a DATA frame cannot be
+// larger), so each connection's frame buffer is at most that. The
+// connection's receive window is the
 // sum of the windows of the most streams a connection may have, so that
 // streams held back by the transfer limits (upload.Limiter), whose
 // buffered data keeps its share of the connection window until it is
@@ -75,7 +89,7 @@ const (
 // connection buffers in server memory: 8 MiB.
 var http2Config = &http.HTTP2Config{
 	MaxConcurrentStreams:          http2MaxStreams,
-	MaxReadFrameSize:              1 << 20,
+	MaxReadFrameSize:              http2StreamWindow,
 	MaxReceiveBufferPerStream:     http2StreamWindow,
 	MaxReceiveBufferPerConnection: http2MaxStreams * http2StreamWindow,
 }
@@ -95,6 +109,7 @@ func newServeCommand(stdio stdio, lookupEnv lookupEnvFunc, start serveFunc) *cob
 		chunkSize, maxChunkSize string
 		logLevel                string
 		maxInflight             string
+		maxInflightPerToken     string
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -119,8 +134,15 @@ FERRY_S3_CREATE_BUCKET). Flags win over the environment.`,
 			if err := cfg.security.checkListenAddr(cfg.addr); err != nil {
 				return err
 			}
-			if err := cfg.resolveLimits(cmd.Flags().Changed("max-inflight-bytes"), maxInflight); err != nil {
+			if err := cfg.resolveLimits(cmd.Flags().Changed("max-inflight-bytes"), maxInflight, maxInflightPerToken); err != nil {
 				return err
+			}
+			for i, s := range cfg.pageServers {
+				o, err := web.ParseOrigin(s)
+				if err != nil {
+					return usagef("--page-server: %v", err)
+				}
+				cfg.pageServers[i] = o
 			}
 			log := slog.New(slog.NewTextHandler(stdio.err, &slog.HandlerOptions{Level: cfg.logLevel}))
 			return start(cmd.Context(), cfg, log)
@@ -140,9 +162,13 @@ FERRY_S3_CREATE_BUCKET). Flags win over the environment.`,
 	f.StringVar(&maxChunkSize, "max-chunk-size", "64MiB", "largest chunk `size` accepted; bounds server memory per stream")
 	f.DurationVar(&cfg.uploadTTL, "upload-ttl", 24*time.Hour, "abort uploads idle for this `duration`")
 	f.StringArrayVar(&cfg.corsOrigins, "cors-origin", nil, "allow browser requests from this `origin` (repeatable; * for any)")
+	f.StringArrayVar(&cfg.pageServers, "page-server", nil, "let the browser page at / connect to this other ferry server, an http(s) `origin` (repeatable; default: its own origin only)")
 	f.StringVar(&logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
-	f.StringVar(&maxInflight, "max-inflight-bytes", "96MiB", "upload chunk bytes held in memory at once, over all requests; bounds server memory, with a Go heap soft limit of 3x this plus 128MiB unless GOMEMLIMIT is set (at least --max-chunk-size plus 1MiB)")
+	f.StringVar(&maxInflight, "max-inflight-bytes", "96MiB", "request-body bytes held in memory at once, over all requests (chunks, compressed or not, and every other message); bounds server memory, with a Go heap soft limit of 3x this plus 128MiB unless GOMEMLIMIT is set (at least --max-chunk-size plus 1MiB)")
+	f.StringVar(&maxInflightPerToken, "max-inflight-bytes-per-token", "", "the share of --max-inflight-bytes one token may hold (default: half of it, or --max-chunk-size plus 1MiB if that is more)")
 	f.IntVar(&cfg.limits.MaxStreams, "max-streams", upload.DefaultMaxStreams, "upload and download requests served at once; more wait")
+	f.IntVar(&cfg.limits.MaxStreamsPerTenant, "max-streams-per-token", 0, "upload and download requests one token has served at once; its others wait (default: a quarter of --max-streams, at least 1)")
+	f.IntVar(&cfg.maxConnections, "max-connections", defaultMaxConnections, "client connections served at once (HTTP/1.1 and HTTP/2); more wait to be accepted")
 	f.DurationVar(&cfg.limits.Wait, "limit-wait", upload.DefaultLimitWait, "how long a request waits for room under the limits before RESOURCE_EXHAUSTED")
 	f.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGINT or SIGTERM, wait this `duration` for requests in progress")
 	addSecurityFlags(f, &cfg.security)
@@ -160,6 +186,9 @@ func (cfg *serveConfig) resolve(cmd *cobra.Command, lookupEnv lookupEnvFunc, chu
 	}
 	if err := cfg.logLevel.UnmarshalText([]byte(logLevel)); err != nil {
 		return usagef("--log-level: %v", err)
+	}
+	if err := cfg.check(); err != nil {
+		return err
 	}
 	flags := cmd.Flags()
 	for _, v := range []struct {
@@ -210,6 +239,29 @@ func (cfg *serveConfig) resolve(cmd *cobra.Command, lookupEnv lookupEnvFunc, chu
 	return nil
 }
 
+// minUploadTTL is the shortest --upload-ttl: uploads are swept a quarter
+// TTL apart, and a client must have time to send a chunk between sweeps.
+const minUploadTTL = time.Minute
+
+// check validates the sizes and durations given as flags.
+func (cfg *serveConfig) check() error {
+	switch {
+	case cfg.chunkSize < store.MinPartSize:
+		return usagef("--chunk-size %d is under S3's smallest part, 5MiB (%d bytes)", cfg.chunkSize, store.MinPartSize)
+	case cfg.maxChunkSize > store.MaxPartSize:
+		return usagef("--max-chunk-size %d is over S3's largest part, 5GiB (%d bytes)", cfg.maxChunkSize, int64(store.MaxPartSize))
+	case cfg.maxChunkSize < cfg.chunkSize:
+		return usagef("--max-chunk-size %d is under --chunk-size %d", cfg.maxChunkSize, cfg.chunkSize)
+	case cfg.uploadTTL < minUploadTTL:
+		return usagef("--upload-ttl %v is under the shortest, %v", cfg.uploadTTL, minUploadTTL)
+	case cfg.shutdownTimeout <= 0:
+		return usagef("--shutdown-timeout must be positive")
+	case cfg.maxConnections < 1:
+		return usagef("--max-connections must be at least 1")
+	}
+	return nil
+}
+
 // heapLimit is the Go heap's soft limit for transfer limits l: three times
 // the chunk bytes in flight (each held chunk is connect-go's read buffer
 // plus the decoded message, and garbage from the ones before) plus 128 MiB
@@ -221,21 +273,39 @@ func heapLimit(l upload.Limits) int64 {
 
 // resolveLimits checks the memory limits given as flags. When
 // --max-inflight-bytes is not given it is raised, if need be, to hold one
-// chunk of --max-chunk-size.
-func (cfg *serveConfig) resolveLimits(inflightGiven bool, maxInflight string) error {
+// message of the largest chunk.
+func (cfg *serveConfig) resolveLimits(inflightGiven bool, maxInflight, maxInflightPerToken string) error {
 	var err error
 	if cfg.limits.MaxInflightBytes, err = parseSize("--max-inflight-bytes", maxInflight); err != nil {
 		return err
 	}
-	if !inflightGiven {
-		cfg.limits.MaxInflightBytes = max(cfg.limits.MaxInflightBytes, cfg.maxChunkSize+1<<20)
+	if maxInflightPerToken != "" {
+		if cfg.limits.MaxInflightBytesPerTenant, err = parseSize("--max-inflight-bytes-per-token", maxInflightPerToken); err != nil {
+			return err
+		}
+		if cfg.limits.MaxInflightBytesPerTenant == 0 {
+			return usagef("--max-inflight-bytes-per-token must be positive")
+		}
 	}
+	msg := upload.MaxMessageBytes(cfg.maxChunkSize)
+	if !inflightGiven {
+		cfg.limits.MaxInflightBytes = max(cfg.limits.MaxInflightBytes, msg)
+	}
+	l := &cfg.limits
 	switch {
-	case cfg.limits.MaxInflightBytes < cfg.maxChunkSize+1<<20:
-		return usagef("--max-inflight-bytes %d must be at least --max-chunk-size plus 1MiB (%d), or no chunk of the largest size could be read", cfg.limits.MaxInflightBytes, cfg.maxChunkSize+1<<20)
-	case cfg.limits.MaxStreams < 1:
+	case l.MaxInflightBytes < msg:
+		return usagef("--max-inflight-bytes %d must be at least --max-chunk-size plus 1MiB (%d), or no chunk of the largest size could be read", l.MaxInflightBytes, msg)
+	case l.MaxInflightBytesPerTenant != 0 && l.MaxInflightBytesPerTenant < msg:
+		return usagef("--max-inflight-bytes-per-token %d must be at least --max-chunk-size plus 1MiB (%d)", l.MaxInflightBytesPerTenant, msg)
+	case l.MaxInflightBytesPerTenant > l.MaxInflightBytes:
+		return usagef("--max-inflight-bytes-per-token %d must not be over --max-inflight-bytes %d", l.MaxInflightBytesPerTenant, l.MaxInflightBytes)
+	case l.MaxStreams < 1:
 		return usagef("--max-streams must be at least 1")
-	case cfg.limits.Wait <= 0:
+	case l.MaxStreamsPerTenant < 0:
+		return usagef("--max-streams-per-token must not be negative")
+	case l.MaxStreamsPerTenant > l.MaxStreams:
+		return usagef("--max-streams-per-token %d must not be over --max-streams %d", l.MaxStreamsPerTenant, l.MaxStreams)
+	case l.Wait <= 0:
 		return usagef("--limit-wait must be positive")
 	}
 	return nil
@@ -310,35 +380,45 @@ func newHandler(cfg serveConfig, st store.Store, log *slog.Logger, metrics *tele
 		return nil, nil, err
 	}
 	authn := cfg.security.newAuthenticator(log, metrics) // nil without tokens
-	opts := []connect.HandlerOption{
-		// A chunk and its envelope; anything larger is refused before it is
-		// read, so one stream holds at most this much.
-		connect.WithReadMaxBytes(int(uploads.MaxChunkSize()) + 1<<20),
+	dataLimit := upload.MaxMessageBytes(uploads.MaxChunkSize())
+	// Every handler reads with the limit of its procedure's messages
+	// (connect-go's read limit also bounds decompression); the Limiter
+	// below refuses a larger message from its prefix before connect-go
+	// reads it, and inflates compressed ones itself.
+	common := []connect.HandlerOption{
 		connect.WithSendMaxBytes(sendMaxBytes),
 		connect.WithInterceptors(cfg.security.serviceInterceptors(log, metrics, authn)...),
 	}
+	control := append([]connect.HandlerOption{connect.WithReadMaxBytes(wire.MaxControlMessageBytes)}, common...)
+	data := append([]connect.HandlerOption{connect.WithReadMaxBytes(int(dataLimit))}, common...)
 	services := []string{
 		ferryv1connect.UploadServiceName,
 		ferryv1connect.DownloadServiceName,
 		ferryv1connect.ObjectServiceName,
 	}
 	mux := http.NewServeMux()
-	mux.Handle(ferryv1connect.NewUploadServiceHandler(uploads, opts...))
+	mux.Handle(ferryv1connect.NewUploadServiceHandler(uploads, control...))
+	_, chunks := ferryv1connect.NewUploadServiceHandler(uploads, data...)
+	mux.Handle(ferryv1connect.UploadServiceUploadProcedure, chunks)
+	mux.Handle(ferryv1connect.UploadServicePutChunkProcedure, chunks)
 	// Object data is mostly incompressible, and gzip would cap a download
 	// at what one core compresses: data messages go uncompressed even to
 	// clients that accept gzip.
-	mux.Handle(ferryv1connect.NewDownloadServiceHandler(download.NewService(st), append(opts, connect.WithCompressMinBytes(math.MaxInt32))...))
-	mux.Handle(ferryv1connect.NewObjectServiceHandler(download.NewObjectService(st), opts...))
-	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(services...)))
+	mux.Handle(ferryv1connect.NewDownloadServiceHandler(download.NewService(st), append(control, connect.WithCompressMinBytes(math.MaxInt32))...))
+	mux.Handle(ferryv1connect.NewObjectServiceHandler(download.NewObjectService(st), control...))
+	// Health checks and reflection get the control read limit too, but no
+	// interceptors: they are open to anyone who can reach the port.
+	open := connect.WithReadMaxBytes(wire.MaxControlMessageBytes)
+	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(services...), open))
 	reflector := grpcreflect.NewStaticReflector(services...)
-	mux.Handle(grpcreflect.NewHandlerV1(reflector))
-	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	mux.Handle(grpcreflect.NewHandlerV1(reflector, open))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, open))
 	// The browser page (package web) at "/"; the RPC paths above are more specific.
-	mux.Handle("/", web.Handler())
-	// The limiter refuses a message larger than the handlers' read limit
-	// from its prefix, before it is read or weighs on the budget.
-	cfg.limits.MaxMessageBytes = uploads.MaxChunkSize() + 1<<20
-	limiter, err := upload.NewLimiter(cfg.limits)
+	mux.Handle("/", web.Handler(web.Options{PageServers: cfg.pageServers}))
+	limits := cfg.limits
+	limits.Route = routes(dataLimit)
+	limits.Tenant = tokenName
+	limiter, err := upload.NewLimiter(limits, dataLimit)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -360,6 +440,38 @@ func newHandler(cfg serveConfig, st store.Store, log *slog.Logger, metrics *tele
 		MaxAge:         7200, // seconds; browsers cap it lower
 	})
 	return c.Handler(handler), uploads, nil
+}
+
+// routes returns how the Limiter treats each path served: ferry's
+// procedures by their kind (chunk data up to dataLimit bytes per message,
+// an Upload stream's header and every other message up to
+// wire.MaxControlMessageBytes), health checks and reflection as control
+// RPCs, and nothing else as an RPC.
+func routes(dataLimit int64) func(string) (upload.Route, bool) {
+	return func(path string) (upload.Route, bool) {
+		if p, ok := wire.Lookup(path); ok {
+			return upload.ProcedureRoute(p, dataLimit), true
+		}
+		switch path {
+		case "/" + grpchealth.HealthV1ServiceName + "/Check", "/" + grpchealth.HealthV1ServiceName + "/Watch":
+			return upload.Route{MaxMessageBytes: wire.MaxControlMessageBytes}, true
+		}
+		for _, svc := range []string{grpcreflect.ReflectV1ServiceName, grpcreflect.ReflectV1AlphaServiceName} {
+			if path == "/"+svc+"/ServerReflectionInfo" {
+				return upload.Route{MaxMessageBytes: wire.MaxControlMessageBytes, ClientStream: true}, true
+			}
+		}
+		return upload.Route{}, false
+	}
+}
+
+// tokenName is the tenant of a request for the limits: the name of its
+// bearer token ("" without tokens).
+func tokenName(r *http.Request) string {
+	if p, ok := auth.FromContext(r.Context()); ok {
+		return p.Name
+	}
+	return ""
 }
 
 // serve runs the server until ctx is done, then shuts it down gracefully.
@@ -392,6 +504,9 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	// Every connection costs buffers before any request on it is
+	// authenticated (docs/security.md's memory bound counts them).
+	ln = netutil.LimitListener(ln, cfg.maxConnections)
 	srv := &http.Server{
 		Handler:           withIdleTimeout(handler, sec.streamIdleTimeout),
 		Protocols:         sec.protocols(),

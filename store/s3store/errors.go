@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/s3utils"
 
 	"github.com/ferryhq/ferry/store"
 )
@@ -51,6 +52,27 @@ var s3Sentinels = map[string]error{
 	// (HTTP 507), or a bucket quota is reached.
 	"XMinioStorageFull":              store.ErrInsufficientStorage,
 	"XMinioAdminBucketQuotaExceeded": store.ErrInsufficientStorage,
+	// The server refuses the key's name. No key that passes
+	// store.ValidateKey is refused; these keep the refusal of any other
+	// invalid_argument, with the server's reason, instead of internal.
+	// MinIO: "a//b", "/", a segment over 255 bytes (XMinioInvalidObjectName),
+	// "a\..\b" or " . " segments (XMinioInvalidResourceName); versitygw: a
+	// segment over 255 bytes (KeyTooLongError, also AWS's code for a key
+	// over 1024 bytes), data under a key ending in "/"
+	// (DirectoryObjectContainsData).
+	"XMinioInvalidObjectName":     store.ErrInvalidKey,
+	"XMinioInvalidResourceName":   store.ErrInvalidKey,
+	"KeyTooLongError":             store.ErrInvalidKey,
+	"InvalidObjectName":           store.ErrInvalidKey,
+	"DirectoryObjectContainsData": store.ErrInvalidKey,
+	// A file/directory conflict on servers that keep keys as paths:
+	// versitygw refuses "d/a/b" when "d/a" exists (ObjectParentIsFile) and
+	// "d/a" when "d/a/b" does (ExistingObjectIsDirectory); MinIO has
+	// XMinioObjectExistsAsDirectory. The upload service checks for them
+	// first; these are the answers when two servers race.
+	"ObjectParentIsFile":            store.ErrKeyConflict,
+	"ExistingObjectIsDirectory":     store.ErrKeyConflict,
+	"XMinioObjectExistsAsDirectory": store.ErrKeyConflict,
 }
 
 // mapError turns an error from minio-go into one that wraps the matching
@@ -62,6 +84,9 @@ var s3Sentinels = map[string]error{
 //     507 (Insufficient Storage), and MinIO's InternalError "...:
 //     cause(no space left on device)", is [store.ErrInsufficientStorage];
 //     any other 5xx status [store.ErrUnavailable].
+//   - minio-go's own refusal of a key or prefix before any request (a key
+//     of only white space, over 1024 bytes, not UTF-8: a plain error from
+//     package s3utils) is [store.ErrInvalidKey] with minio-go's reason.
 //   - The caller's context ending is returned as the context's error;
 //     a deadline is also [store.ErrUnavailable], since the store did not
 //     answer in time.
@@ -98,6 +123,9 @@ func mapError(op, key string, err error) error {
 		}
 		return fmt.Errorf("%s: %w: %s (S3 %s, HTTP %d)", where, sentinel, msg, resp.Code, resp.StatusCode)
 	}
+	if refusedName(op, key, err) {
+		return fmt.Errorf("%s: %w: %w", where, store.ErrInvalidKey, err)
+	}
 	switch {
 	case errors.Is(err, context.Canceled):
 		return fmt.Errorf("%s: %w", where, err)
@@ -107,6 +135,19 @@ func mapError(op, key string, err error) error {
 		return fmt.Errorf("%s: %w: %w", where, store.ErrUnavailable, err)
 	}
 	return fmt.Errorf("%s: %w", where, err)
+}
+
+// refusedName reports whether err is minio-go's own check of name failing:
+// as a listing prefix for op ListObjects, as an object key for any other.
+// minio-go returns that check's error as it is, so it is recognised by its
+// text for this name.
+func refusedName(op, name string, err error) bool {
+	check := s3utils.CheckValidObjectName
+	if op == "ListObjects" {
+		check = s3utils.CheckValidObjectNamePrefix
+	}
+	cerr := check(name)
+	return cerr != nil && cerr.Error() == err.Error()
 }
 
 // isNetworkError reports whether err is a failure to reach the server or

@@ -1,6 +1,7 @@
 package s3store
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/s3utils"
 
 	"github.com/ferryhq/ferry/store"
 )
@@ -49,6 +51,14 @@ func TestMapError(t *testing.T) {
 		{"MinIOENOSPC", minio.ErrorResponse{Code: "InternalError", StatusCode: 500,
 			Message: "message from S3: cause(no space left on device)"}, store.ErrInsufficientStorage},
 		{"Wrapped", fmt.Errorf("context: %w", s3("NoSuchKey", 404)), store.ErrNotFound},
+		{"XMinioInvalidObjectName", s3("XMinioInvalidObjectName", 400), store.ErrInvalidKey},
+		{"XMinioInvalidResourceName", s3("XMinioInvalidResourceName", 400), store.ErrInvalidKey},
+		{"KeyTooLongError", s3("KeyTooLongError", 400), store.ErrInvalidKey},
+		{"InvalidObjectName", s3("InvalidObjectName", 400), store.ErrInvalidKey},
+		{"DirectoryObjectContainsData", s3("DirectoryObjectContainsData", 400), store.ErrInvalidKey},
+		{"ObjectParentIsFile", s3("ObjectParentIsFile", 409), store.ErrKeyConflict},
+		{"ExistingObjectIsDirectory", s3("ExistingObjectIsDirectory", 409), store.ErrKeyConflict},
+		{"XMinioObjectExistsAsDirectory", s3("XMinioObjectExistsAsDirectory", 400), store.ErrKeyConflict},
 		{"AccessDenied", s3("AccessDenied", 403), nil},
 		{"NoSuchBucket", s3("NoSuchBucket", 404), nil},
 		{"ConnectionRefused", urlErr(&net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}), store.ErrUnavailable},
@@ -61,7 +71,8 @@ func TestMapError(t *testing.T) {
 		{"Other", errors.New("something else"), nil},
 	}
 	sentinels := []error{store.ErrNotFound, store.ErrUploadNotFound, store.ErrPreconditionFailed, store.ErrInvalidPart,
-		store.ErrChecksumMismatch, store.ErrInvalidRange, store.ErrConflict, store.ErrUnavailable, store.ErrInsufficientStorage}
+		store.ErrChecksumMismatch, store.ErrInvalidRange, store.ErrConflict, store.ErrUnavailable, store.ErrInsufficientStorage,
+		store.ErrInvalidKey, store.ErrKeyConflict}
 	for _, tt := range tests {
 		got := mapError("Op", "key", tt.err)
 		for _, s := range sentinels {
@@ -83,4 +94,86 @@ func TestMapError(t *testing.T) {
 	if mapError("Op", "key", nil) != nil {
 		t.Error("mapError(nil) is not nil")
 	}
+}
+
+// TestMapErrorRefusedName: minio-go refuses some names itself, before any
+// request, with a plain error (a key of only white space, over 1024 bytes,
+// not UTF-8). mapError makes that store.ErrInvalidKey with minio-go's
+// reason, and nothing else that happens to fail for such a key.
+func TestMapErrorRefusedName(t *testing.T) {
+	t.Parallel()
+	for _, key := range []string{" ", "\u2028", strings.Repeat("k", 1025), "bad\xff"} {
+		check := s3utils.CheckValidObjectName(key)
+		if check == nil {
+			t.Fatalf("s3utils.CheckValidObjectName(%q) = nil; the test needs a key minio-go refuses", key)
+		}
+		got := mapError("PutObject", key, check)
+		if !errors.Is(got, store.ErrInvalidKey) || !strings.Contains(got.Error(), check.Error()) {
+			t.Errorf("mapError(%q, minio-go's refusal %q) = %v, want ErrInvalidKey with that reason", key, check, got)
+		}
+		if got := mapError("PutObject", key, errors.New("something else")); errors.Is(got, store.ErrInvalidKey) {
+			t.Errorf("mapError(%q, another error) = %v, want no ErrInvalidKey", key, got)
+		}
+	}
+	// A listing prefix: empty is valid for a listing, so a failure of a
+	// listing of "" is not a refused name.
+	if got := mapError("ListObjects", "", errors.New("Object name cannot be empty")); errors.Is(got, store.ErrInvalidKey) {
+		t.Errorf(`mapError(ListObjects "", "Object name cannot be empty") = %v, want no ErrInvalidKey`, got)
+	}
+	if got := mapError("ListObjects", "bad\xff", s3utils.CheckValidObjectNamePrefix("bad\xff")); !errors.Is(got, store.ErrInvalidKey) {
+		t.Errorf("mapError of minio-go's refusal of a listing prefix = %v, want ErrInvalidKey", got)
+	}
+}
+
+// TestRefusedKeysAreInvalidKey: keys that store.ValidateKey refuses and a
+// real S3 server refuses too come back as store.ErrInvalidKey with the
+// server's (or minio-go's) reason, on the PutObject path and at whichever
+// step of a multipart upload the server refuses them (MinIO refuses a
+// 256-byte segment of two-byte letters only at completion).
+func TestRefusedKeysAreInvalidKey(t *testing.T) {
+	t.Parallel()
+	s := newTestStore(t)
+	data := []byte("refused")
+	for _, key := range []string{
+		"a//b", "/", "//", " ", "\u2028", "a\\..\\b", "a/ . /b",
+		strings.Repeat("s", 256), "x/" + strings.Repeat("é", 128), strings.Repeat("s", 1024), strings.Repeat("k", 1025),
+	} {
+		if store.ValidateKey(key) == nil {
+			t.Fatalf("store.ValidateKey(%q) = nil; the test wants keys ferry refuses", key)
+		}
+		_, err := s.PutObject(t.Context(), key, bytes.NewReader(data), int64(len(data)), store.PutOptions{})
+		if !errors.Is(err, store.ErrInvalidKey) {
+			t.Errorf("PutObject(%q) = %v, want ErrInvalidKey", key, err)
+		}
+		err = func() error {
+			id, err := s.CreateMultipartUpload(t.Context(), key, store.CreateOptions{})
+			if err != nil {
+				return err
+			}
+			p, err := s.UploadPart(t.Context(), key, id, 1, bytes.NewReader(data), int64(len(data)), store.CRC32C(data))
+			if err != nil {
+				return err
+			}
+			_, err = s.CompleteMultipartUpload(t.Context(), key, id, []store.Part{p}, store.CompleteOptions{CRC32C: store.CRC32C(data)})
+			return err
+		}()
+		if !errors.Is(err, store.ErrInvalidKey) {
+			t.Errorf("multipart upload of %q = %v, want ErrInvalidKey", key, err)
+		}
+	}
+	res, err := s.ListObjects(t.Context(), "", "", 1000)
+	if err != nil {
+		t.Fatalf("ListObjects = %v", err)
+	}
+	if len(res.Objects) != 0 {
+		t.Errorf("after refused writes the bucket lists %v, want nothing", listedKeys(res.Objects))
+	}
+}
+
+func listedKeys(objs []store.ObjectInfo) []string {
+	keys := make([]string, len(objs))
+	for i, o := range objs {
+		keys[i] = o.Key
+	}
+	return keys
 }

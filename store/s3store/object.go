@@ -257,41 +257,6 @@ func toObjectInfo(oi minio.ObjectInfo) store.ObjectInfo {
 	return info
 }
 
-// ListObjects implements [store.Store]. maxKeys outside 1 to 1000 is taken
-// as 1000. It asks for one key more than maxKeys to learn whether more
-// follow, so a page is usually one ListObjectsV2 request.
-func (s *Store) ListObjects(ctx context.Context, prefix, startAfter string, maxKeys int) (store.ListResult, error) {
-	if maxKeys < 1 || maxKeys > maxListKeys {
-		maxKeys = maxListKeys
-	}
-	fetchOwner := false
-	lopts := minio.ListObjectsOptions{
-		Prefix:     prefix,
-		StartAfter: startAfter,
-		MaxKeys:    min(maxKeys+1, maxListKeys),
-		Recursive:  true,
-		FetchOwner: &fetchOwner,
-	}
-	var res store.ListResult
-	for oi := range s.core.ListObjectsIter(ctx, s.bucket, lopts) {
-		if oi.Err != nil {
-			return store.ListResult{}, mapError("ListObjects", prefix, oi.Err)
-		}
-		if len(res.Objects) == maxKeys {
-			res.IsTruncated = true
-			break
-		}
-		info := toObjectInfo(oi)
-		info.Metadata = nil
-		res.Objects = append(res.Objects, info)
-	}
-	if err := ctx.Err(); err != nil {
-		// The iterator stops without an error when ctx ends.
-		return store.ListResult{}, mapError("ListObjects", prefix, err)
-	}
-	return res, nil
-}
-
 // DeleteObject implements [store.Store].
 func (s *Store) DeleteObject(ctx context.Context, key string) error {
 	if err := s.core.RemoveObject(ctx, s.bucket, key, minio.RemoveObjectOptions{}); err != nil {

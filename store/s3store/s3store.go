@@ -2,8 +2,10 @@
 // S3-compatible server (AWS S3, MinIO, R2, ...) through minio-go:
 // [minio.Core] for the multipart calls (CreateMultipartUpload, UploadPart,
 // ListParts, CompleteMultipartUpload, AbortMultipartUpload) and the plain
-// client for the rest. Keys are used as given; the bucket holds clients'
-// objects and, under [store.ReservedPrefix], ferry's upload manifests.
+// client for the rest. Keys are used as given (callers validate them with
+// [store.ValidateKey], whose rules come from what is listed below); the
+// bucket holds clients' objects and, under [store.ReservedPrefix], ferry's
+// upload manifests.
 //
 // Nothing is kept in the memory of the process between calls: every answer
 // comes from S3, so several servers can share one bucket.
@@ -74,7 +76,50 @@
 //   - MinIO on a file system does not list an object whose key continues
 //     another object's key past a "/" ("a/b" when "a" exists), though it
 //     stores and reads it (minio/minio#18148, "working as intended"). AWS
-//     lists both. The store cannot work around it.
+//     lists both. The store cannot work around it; the upload service
+//     refuses such keys ([store.ErrKeyConflict]). With "d/a" stored, a write
+//     of "d/a/xl.meta" is AccessDenied; with "d/a/xl.meta" stored, a write
+//     of "d/a" is IncompleteBody (PutObject) or NoSuchKey (completion).
+//   - Keys MinIO changes or refuses: a leading "/" is dropped ("/a" and
+//     "//a" replace "a", on both paths). "a//b", "/" and "//" are
+//     XMinioInvalidObjectName. A trailing "/" is a directory object for
+//     PutObject (listed as "a/") and XMinioInvalidObjectName for
+//     CreateMultipartUpload. "a\..\b", "a\.\b" and segments "." or ".."
+//     with spaces around (" .", "a/ ../b") are XMinioInvalidResourceName:
+//     MinIO reads "\" as a separator and trims spaces when it looks for
+//     dot segments, though it stores "a\b" as it is. A segment over 255
+//     bytes is XMinioInvalidObjectName, at PutObject or UploadPart for
+//     ASCII; MinIO counts runes first, so a 256-byte segment of 128 "é"
+//     passes CreateMultipartUpload and UploadPart and is refused only at
+//     completion. A NUL is XMinioInvalidObjectName. minio-go refuses a key
+//     of only white space (" ", "\t", U+00A0, U+2028, U+3000) itself,
+//     before any request, with a plain error. A name ending in "__XLDIR__"
+//     (MinIO's on-disk mark of a directory object) is stored but listed as
+//     "x/" ("x__XLDIR__"), or not at all ("x/__XLDIR__", "x/y__XLDIR__/z").
+//     Everything else tried is stored, read and listed byte for byte:
+//     spaces inside and around segments, U+2028, U+0085, U+200B, U+FEFF,
+//     U+202E, U+FFFE, U+FFFF, U+FDD0, private use, emoji, NFC and NFD forms
+//     as two keys, "%2F", "xl.meta", "part.1", ".minio.sys/x", Windows
+//     device names, 512 segments, 1024 bytes in 255-byte segments.
+//     versitygw v1.8.0 (posix) differs: it stores "a//b" as "a/b", lists
+//     U+FFFE and U+FFFF as U+FFFD, refuses a 256-byte segment with
+//     KeyTooLongError (multipart: InternalError at completion), and refuses
+//     "d/a/b" beside "d/a" and the reverse (ObjectParentIsFile,
+//     ExistingObjectIsDirectory; multipart: InternalError). mapError maps
+//     the name refusals to [store.ErrInvalidKey] and the conflicts to
+//     [store.ErrKeyConflict].
+//   - MinIO lists wrongly when a listing resumes from a start-after (or a
+//     V1 marker) that is a key inside a directory "x/" with a sibling that
+//     sorts between "x" and "x/" by bytes ("x-b/", "x b/", "x!"): it walks
+//     that sibling too, skips its objects as being before start-after but
+//     counts them against the request's limit (max-keys + 5 and a sixteenth
+//     more), and once they fill it leaves the rest of "x/" out of the
+//     answer, which may then not even say it is truncated. With "d/a-b/1"
+//     to "d/a-b/8", "d/a/x", "d/a/y", "d/z", ListObjectsV2 (or V1 with a
+//     marker) after "d/a/x" with max-keys 1 to 4 answered only "d/z". A
+//     start-after with no "/" below the prefix's directory is answered
+//     correctly, and so are the continuation tokens of one listing, so
+//     ListObjects reads a page in such ranges (see listRanges).
 //
 // # Errors
 //

@@ -80,6 +80,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"MetadataAndContentType", testMetadataAndContentType},
 		{"OverwriteChangesETag", testOverwriteChangesETag},
 		{"LongKey", testLongKey},
+		{"Keys", testKeys},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

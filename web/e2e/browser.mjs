@@ -7,11 +7,14 @@
 // CONFIG (written by the Go test):
 //   chromium      path of the browser (/usr/bin/chromium)
 //   pageUrl       ferry's own page (same origin as the API)
-//   proxyUrl      the same server through the test's counting proxy, whose
-//                 PutChunk gate holds chunks >= gateFrom until gateUrl is fetched
-//   gateUrl, gateFrom
+//   proxyUrl      the same server through the test's counting proxy, which
+//                 never forwards the PutChunk calls of chunks >= holdFrom
+//                 made by the page loaded as ?run=1 (it holds them until
+//                 their connection closes), and forwards those of ?run=2
+//   holdFrom
 //   heldUrl       answers how many chunks the proxy holds now
-//   crossUrl      the page served from another origin, ?server=ferry
+//   crossUrl      the page served from another origin, ?server=ferry (the
+//                 page asks before it uses it)
 //   noCorsUrl     the page from that origin pointed at a ferry without --cors-origin
 //   compareBodies also upload the big file with Uint8Array fetch bodies
 //                 (?body=bytes), the baseline of the Blob bodies' rate
@@ -21,38 +24,16 @@
 //
 // It prints progress lines and, last, one line "RESULT {json}" with the
 // figures measured. Any failed expectation throws: exit status 1.
-import { readFile, mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile } from "node:fs/promises";
 import { basename, join } from "node:path";
-import { chromium } from "playwright-core";
+import { log, open, until, watch, withBrowser } from "./lib.mjs";
 
 const cfg = JSON.parse(await readFile(process.argv[2], "utf8"));
 const MiB = 1 << 20;
 const result = {};
 const t0 = Date.now();
-const log = (...a) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1)}s]`, ...a);
 
-// A fresh profile, so no state (localStorage, cache) leaks between runs.
-const profile = await mkdtemp(join(tmpdir(), "ferry-chromium-"));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: cfg.chromium,
-  headless: true,
-  acceptDownloads: true,
-  viewport: { width: 1100, height: 900 },
-  args: [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-});
-context.setDefaultTimeout(120_000);
-
-try {
+await withBrowser(cfg.chromium, async (context) => {
   const page = await context.newPage();
   watch(page, "page");
 
@@ -97,48 +78,45 @@ try {
   await page.close();
 
   // 3. Reload in the middle of an upload, through the counting proxy: the
-  // proxy holds chunks >= gateFrom, so exactly gateFrom chunks are
-  // committed when the page reloads; choosing the file again must send the
-  // rest only.
+  // proxy never forwards chunks >= holdFrom of this first load (?run=1),
+  // so exactly holdFrom chunks are committed when the page is loaded again
+  // (?run=2, the same page with a tag the proxy reads from the Referer);
+  // choosing the file again must send the rest only.
   const resumeName = basename(cfg.files.resume);
   const rp = await context.newPage();
   watch(rp, "resume");
-  await open(rp, cfg.proxyUrl);
+  await open(rp, `${cfg.proxyUrl}?run=1`);
   await rp.setInputFiles("#files", cfg.files.resume);
   const rli = rp.locator(`#uploads li[data-name="${resumeName}"]`);
   await rp.waitForFunction(
     ([sel, n]) => Number(document.querySelector(sel)?.getAttribute("data-committed") ?? 0) >= n,
-    [`#uploads li[data-name="${resumeName}"]`, cfg.gateFrom],
+    [`#uploads li[data-name="${resumeName}"]`, cfg.holdFrom],
   );
   // Wait until a held chunk has wholly reached the proxy, so the reload
   // cuts off a chunk in flight.
-  for (let held = 0; held === 0; ) {
-    held = Number(await (await fetch(cfg.heldUrl)).text());
-    if (held === 0) await new Promise((r) => setTimeout(r, 50));
-  }
+  await until("the proxy holds a chunk", async () => Number(await (await fetch(cfg.heldUrl)).text()) > 0);
   const chunks = Number(await rli.getAttribute("data-chunks"));
-  log(`${resumeName}: ${cfg.gateFrom} of ${chunks} chunks committed; reloading`);
-  await rp.reload();
-  await rp.waitForSelector("html[data-ready]");
+  log(`${resumeName}: ${cfg.holdFrom} of ${chunks} chunks committed; reloading`);
+  await open(rp, `${cfg.proxyUrl}?run=2`);
   await rp.waitForSelector(`#unfinished li[data-name="${resumeName}"]`);
-  const gate = await fetch(cfg.gateUrl);
-  if (!gate.ok) throw new Error(`opening the proxy's gate: ${gate.status}`);
+  // The reload closed the held chunks' connections (the proxy counts them
+  // as cut off).
+  await until("the proxy holds no chunk", async () => Number(await (await fetch(cfg.heldUrl)).text()) === 0);
   // Paused (with the keyboard) before the file is chosen again: the page
-  // checks the server's state but sends no chunk until Resume.
+  // checks the server's state and stops before its first chunk.
   const pause = rp.locator("#pause");
   await pause.press("Enter");
   if ((await pause.getAttribute("aria-pressed")) !== "true") throw new Error("Enter on Pause did not pause");
   await rp.setInputFiles("#files", cfg.files.resume);
   await rli.locator(".state", { hasText: /^paused$/ }).waitFor();
-  await rp.waitForTimeout(500);
   if ((await rli.getAttribute("data-sent")) !== null) throw new Error("a chunk was sent while paused");
   await pause.press("Enter");
   await waitUploaded(rp, resumeName);
   const sent = Number(await rli.getAttribute("data-sent"));
   result.resumeState = await rli.locator(".state").textContent();
   log(`${resumeName}: ${result.resumeState}`);
-  if (sent !== chunks - cfg.gateFrom) {
-    throw new Error(`after the reload the page sent ${sent} chunks, want ${chunks - cfg.gateFrom}`);
+  if (sent !== chunks - cfg.holdFrom) {
+    throw new Error(`after the reload the page sent ${sent} chunks, want ${chunks - cfg.holdFrom}`);
   }
   await rp.close();
 
@@ -147,6 +125,7 @@ try {
   const cp = await context.newPage();
   watch(cp, "cross");
   await open(cp, cfg.crossUrl);
+  await confirmServer(cp);
   await cp.waitForSelector(`#objects tr[data-key="${bigName}"]`);
   const crossName = basename(cfg.files.cross);
   await cp.setInputFiles("#files", cfg.files.cross);
@@ -162,6 +141,7 @@ try {
   // browser must refuse, so step 4 passed because of --cors-origin.
   const np = await context.newPage();
   await open(np, cfg.noCorsUrl);
+  await confirmServer(np);
   await np.waitForFunction(() => document.getElementById("objects-text")?.textContent?.startsWith("Could not list"));
   log(`without --cors-origin: ${await np.locator("#objects-text").textContent()}`);
   await np.close();
@@ -183,22 +163,13 @@ try {
 
   result.totalMs = Date.now() - t0;
   console.log(`RESULT ${JSON.stringify(result)}`);
-} finally {
-  await context.close();
-  await rm(profile, { recursive: true, force: true });
-}
+});
 
-// watch prints the page's console errors and uncaught exceptions.
-function watch(p, name) {
-  p.on("pageerror", (e) => log(`${name}: page error: ${e.message}`));
-  p.on("console", (m) => {
-    if (m.type() === "error" || m.type() === "warning") log(`${name}: console ${m.type()}: ${m.text()}`);
-  });
-}
-
-async function open(p, url) {
-  await p.goto(url);
-  await p.waitForSelector("html[data-ready]");
+// confirmServer accepts the page's question whether to use the server its
+// link names.
+async function confirmServer(p) {
+  await p.locator("#server-prompt[open] #server-use").click();
+  await p.waitForSelector('#server-status[data-state="ok"]');
 }
 
 // waitUploaded waits until the upload of name is done, failing on an error.

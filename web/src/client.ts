@@ -1,10 +1,11 @@
 // The page's Connect clients: gRPC-Web over fetch, to ferry's three services.
 
-import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { UploadService } from "./gen/ferry/v1/upload_pb";
 import { DownloadService } from "./gen/ferry/v1/download_pb";
 import { ObjectService } from "./gen/ferry/v1/object_pb";
+import type { Target } from "./servers";
 
 /** The clients of one server, with one token. */
 export interface Clients {
@@ -17,7 +18,7 @@ export interface Clients {
  * blobBodyFetch is fetch with every Uint8Array request body wrapped in a
  * Blob. Chromium uploads a Blob body several times faster than the same
  * bytes as a Uint8Array (measured here: 33–68 MiB/s against 7–11 MiB/s for
- * 32 MiB in 1 MiB chunks; see /work/shared/SETUP-NOTES.md), and connect-web
+ * 32 MiB in 1 MiB chunks), and connect-web
  * hands fetch a Uint8Array.
  */
 export const blobBodyFetch: typeof globalThis.fetch = (input, init) => {
@@ -28,22 +29,31 @@ export const blobBodyFetch: typeof globalThis.fetch = (input, init) => {
 };
 
 /**
- * createClients returns clients of the ferry server at baseUrl (an origin
- * such as "http://127.0.0.1:8080", or "" for this page's own origin). A
- * non-empty token is sent as "authorization: Bearer <token>" on every call.
- * Request bodies go to fetch as Blobs (see blobBodyFetch) unless
- * blobBodies is false, which exists to measure the difference.
+ * createClients returns clients of the ferry server target (see
+ * servers.ts). A non-empty token is sent as "authorization: Bearer
+ * <token>", and only on calls to target's origin: a call to any other
+ * origin fails before it is sent, so a token cannot leave the server it
+ * was entered for. Request bodies go to fetch as Blobs (see blobBodyFetch)
+ * unless blobBodies is false, which exists to measure the difference.
  */
-export function createClients(baseUrl: string, token: string, blobBodies = true): Clients {
+export function createClients(target: Target, token: string, blobBodies = true): Clients {
+  const baseUrl = target.server === "" ? location.origin : target.server;
+  if (new URL(baseUrl).origin !== target.origin) {
+    throw new ConnectError(`server ${baseUrl} is not on origin ${target.origin}`, Code.Internal);
+  }
   const interceptors: Interceptor[] = [];
   if (token !== "") {
     interceptors.push((next) => (req) => {
+      const to = new URL(req.url).origin;
+      if (to !== target.origin) {
+        throw new ConnectError(`refusing to send the token of ${target.origin} to ${to}`, Code.PermissionDenied);
+      }
       req.header.set("authorization", `Bearer ${token}`);
       return next(req);
     });
   }
   const transport = createGrpcWebTransport({
-    baseUrl: baseUrl === "" ? location.origin : baseUrl.replace(/\/+$/, ""),
+    baseUrl,
     fetch: blobBodies ? blobBodyFetch : (input, init) => globalThis.fetch(input, init),
     interceptors,
   });

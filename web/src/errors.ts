@@ -36,8 +36,17 @@ export function isRetryable(err: unknown, attempt: number): boolean {
   return code === Code.Unavailable || code === Code.Unknown || code === Code.DeadlineExceeded;
 }
 
+/**
+ * PageError is a failure the page itself explains (such as no usable
+ * server): describeError shows its message as it is.
+ */
+export class PageError extends Error {
+  override name = "PageError";
+}
+
 /** describeError turns any error into one sentence or two for a person. */
 export function describeError(err: unknown): string {
+  if (err instanceof PageError) return err.message;
   const ce = ConnectError.from(err);
   const text = advice[ce.code] ?? "Unexpected error.";
   const name = Code[ce.code] ?? String(ce.code);

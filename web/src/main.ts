@@ -1,24 +1,44 @@
 // ferry's browser page: choose or drop files and upload them with the unary
 // chunk RPCs over gRPC-Web; list, download and delete stored objects.
 //
-// Query parameters: ?server=URL talks to another ferry server (cross-origin,
-// through its --cors-origin setting) instead of the page's own origin;
-// ?body=bytes hands fetch request bodies as the Uint8Array connect-web
-// makes instead of a Blob, to measure what the Blob gains (see client.ts).
+// Query parameters: ?server=URL proposes another ferry server instead of
+// the page's own origin; the page asks the person before it contacts it
+// (servers.ts), and reaches it only if the page's Content-Security-Policy
+// allows it (ferry serve --page-server) and it allows the page's origin
+// (its --cors-origin); ?body=bytes hands fetch request bodies as the
+// Uint8Array connect-web makes instead of a Blob, to measure what the Blob
+// gains (see client.ts).
 //
-// The browser test (web/e2e/browser.mjs) reads the page's state from data
+// The browser tests (web/e2e/*.mjs) read the page's state from data
 // attributes, which are therefore kept stable: <html data-ready> once the
-// page is wired; on each upload's <li data-name>: data-status (queued,
-// running, done, error), data-committed and data-chunks (chunks on the
-// server, of all), data-sent (PutChunk calls made by this page load),
-// data-elapsed-ms and data-crc32c when done; on each object's
-// <tr data-key>: data-download (running, done, error) and data-elapsed-ms.
+// page is wired; #server-status data-state (ok; pending: a link's server
+// awaits confirmation in #server-prompt; blocked: the policy forbids it;
+// invalid; none) and data-origin; on each upload's <li data-name>:
+// data-status (queued, running, done, error), data-committed and
+// data-chunks (chunks on the server, of all), data-sent (PutChunk calls
+// made by this page load), data-elapsed-ms and data-crc32c when done; on
+// each object's <tr data-key>: data-download (running, done, error) and
+// data-elapsed-ms.
 
 import { createClients, type Clients } from "./client";
 import { CrcWorker } from "./crc-protocol";
-import { describeError } from "./errors";
+import { PageError, describeError } from "./errors";
 import { downloadObject, saveBlob } from "./download";
 import { allSaved, forget, resumeKey } from "./resume";
+import {
+  confirmServer,
+  forgetUnboundToken,
+  ownTarget,
+  pageServers,
+  parseServer,
+  reachable,
+  sameTarget,
+  setToken,
+  tokenFor,
+  unreachableText,
+  wasConfirmed,
+  type Target,
+} from "./servers";
 import { Gate, MiB, hex, uploadFile, type UploadSettings } from "./upload";
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
@@ -40,42 +60,183 @@ const objectsText = $<HTMLSpanElement>("objects-text");
 const refreshButton = $<HTMLButtonElement>("refresh");
 const errorBox = $<HTMLDivElement>("error");
 const announcer = $<HTMLDivElement>("announce");
+const serverStatus = $<HTMLParagraphElement>("server-status");
+const pageServersList = $<HTMLDataListElement>("page-servers");
+const prompt = $<HTMLDialogElement>("server-prompt");
+const promptOrigin = $<HTMLElement>("server-prompt-origin");
+const promptCsp = $<HTMLParagraphElement>("server-prompt-csp");
+const ownOrigin = $<HTMLSpanElement>("own-origin");
+const useButton = $<HTMLButtonElement>("server-use");
+const stayButton = $<HTMLButtonElement>("server-stay");
 
-// Settings: the server from ?server= or localStorage, the token in
-// sessionStorage only (it is a credential), the rest in localStorage.
+// Settings: the server chosen by hand in localStorage, each server's token
+// in sessionStorage only (it is a credential, bound to the server's
+// origin: see servers.ts), the rest in localStorage. A server named by
+// ?server= is used only once the person confirms it in the page.
 const params = new URLSearchParams(location.search);
-serverInput.value = params.get("server") ?? localStorage.getItem("ferry.server") ?? "";
-tokenInput.value = sessionStorage.getItem("ferry.token") ?? "";
+const blobBodies = params.get("body") !== "bytes";
+forgetUnboundToken();
 concurrencyInput.value = localStorage.getItem("ferry.concurrency") ?? "4";
 chunkSizeInput.value = localStorage.getItem("ferry.chunkMiB") ?? "8";
+for (const origin of pageServers()) {
+  const o = document.createElement("option");
+  o.value = origin;
+  pageServersList.append(o);
+}
 
 function clampInt(v: string, lo: number, hi: number, dflt: number): number {
   const n = Math.round(Number(v));
   return Number.isFinite(n) && n >= lo && n <= hi ? n : dflt;
 }
 
+/** The server the page talks to, or undefined while none is usable. */
+let target: Target | undefined;
+/** Clients of target with its token; undefined while target is unset or unreachable. */
+let clients: Clients | undefined;
+/** Why there are no clients, for a person. */
+let noClients = "";
+
 function settings(): UploadSettings {
   return {
-    server: serverInput.value.trim().replace(/\/+$/, ""),
+    server: target?.server ?? "",
     // Browsers open at most 6 HTTP/1.1 connections per origin.
     concurrency: clampInt(concurrencyInput.value, 1, 6, 4),
     chunkSize: clampInt(chunkSizeInput.value, 5, 64, 8) * MiB,
   };
 }
 
-const blobBodies = params.get("body") !== "bytes";
-let clients: Clients = createClients(settings().server, tokenInput.value, blobBodies);
-$<HTMLFormElement>("settings-form").addEventListener("change", () => {
-  const s = settings();
-  if (params.get("server") === null) localStorage.setItem("ferry.server", s.server);
-  sessionStorage.setItem("ferry.token", tokenInput.value);
-  localStorage.setItem("ferry.concurrency", String(s.concurrency));
-  localStorage.setItem("ferry.chunkMiB", String(s.chunkSize / MiB));
-  clients = createClients(s.server, tokenInput.value, blobBodies);
+/**
+ * use makes t the server the page talks to (undefined: none, because of
+ * why), with the token kept for its origin, and shows what it talks to.
+ */
+function use(t: Target | undefined, why = ""): void {
+  target = t;
+  clients = undefined;
+  noClients = why;
+  serverStatus.dataset.state = "none";
+  if (t !== undefined) {
+    serverInput.value = t.server;
+    tokenInput.value = tokenFor(t.origin);
+    if (!reachable(t)) {
+      noClients = unreachableText(t);
+      serverStatus.dataset.state = "blocked";
+    } else {
+      clients = createClients(t, tokenInput.value, blobBodies);
+      serverStatus.dataset.state = "ok";
+    }
+  }
+  serverStatus.dataset.origin = t?.origin ?? "";
+  serverStatus.classList.toggle("error", clients === undefined);
+  serverStatus.textContent =
+    clients !== undefined
+      ? t!.server === ""
+        ? `Server: this page's own (${location.origin}).`
+        : `Server: ${t!.server}, not this page's own.`
+      : noClients;
   showUnfinished();
   void refreshObjects();
+}
+
+/** noClientsError is the error of an action attempted with no usable server. */
+function noClientsError(): PageError {
+  return new PageError(noClients || "No server is chosen: choose one under Settings.");
+}
+
+/**
+ * chooseFromLink resolves ?server=: the page's own server and the server
+ * chosen by hand are used at once; another is contacted only once the
+ * person confirms it in the dialog (until then nothing is sent to it, and
+ * the page's files cannot be chosen), and it starts with no token.
+ */
+function chooseFromLink(saved: Target, text: string): void {
+  const t = parseServer(text);
+  if (typeof t === "string") {
+    use(saved);
+    showError(`The link names a server this page cannot use: ${t} Staying with ${saved.server || "this page's own server"}.`);
+    dropServerParam();
+    return;
+  }
+  if (sameTarget(t, ownTarget()) || sameTarget(t, saved) || wasConfirmed(t.origin)) {
+    use(t);
+    return;
+  }
+  use(undefined, `Waiting for you to confirm the server ${t.origin} named by the link.`);
+  serverStatus.dataset.state = "pending";
+  serverStatus.dataset.origin = t.origin;
+  serverStatus.classList.remove("error");
+  promptOrigin.textContent = t.server;
+  ownOrigin.textContent = location.origin;
+  useButton.textContent = `Use ${t.origin}`;
+  promptCsp.hidden = reachable(t);
+  promptCsp.textContent = reachable(t) ? "" : unreachableText(t);
+  const decide = (yes: boolean) => {
+    prompt.close();
+    if (yes) {
+      confirmServer(t.origin);
+      use(t);
+      announce(`Now using the server ${t.origin}.`);
+    } else {
+      dropServerParam();
+      use(saved);
+      announce(`Staying with ${saved.server || "this page's own server"}.`);
+    }
+  };
+  useButton.onclick = () => decide(true);
+  stayButton.onclick = () => decide(false);
+  // Escape (the dialog's cancel) is the safe answer: stay.
+  prompt.oncancel = (e) => {
+    e.preventDefault();
+    decide(false);
+  };
+  prompt.showModal();
+}
+
+/** dropServerParam removes ?server= from the address, so a reload does not ask again. */
+function dropServerParam(): void {
+  const u = new URL(location.href);
+  if (!u.searchParams.has("server")) return;
+  u.searchParams.delete("server");
+  history.replaceState(history.state, "", u);
+}
+
+$<HTMLFormElement>("settings-form").addEventListener("change", (e) => {
+  if (e.target === serverInput) {
+    // A server chosen by hand: remembered, and with its own token.
+    const t = parseServer(serverInput.value);
+    if (typeof t === "string") {
+      use(undefined, t);
+      serverStatus.dataset.state = "invalid";
+      return;
+    }
+    localStorage.setItem("ferry.server", t.server);
+    dropServerParam();
+    use(t);
+    return;
+  }
+  if (e.target === tokenInput) {
+    if (target === undefined) return;
+    setToken(target.origin, tokenInput.value);
+    use(target);
+    return;
+  }
+  const s = settings();
+  localStorage.setItem("ferry.concurrency", String(s.concurrency));
+  localStorage.setItem("ferry.chunkMiB", String(s.chunkSize / MiB));
 });
 $<HTMLFormElement>("settings-form").addEventListener("submit", (e) => e.preventDefault());
+
+// The browser refuses fetches its Content-Security-Policy does not allow;
+// say so rather than leave a bare network error.
+document.addEventListener("securitypolicyviolation", (e) => {
+  if (e.effectiveDirective !== "connect-src") return;
+  let origin = e.blockedURI;
+  try {
+    origin = new URL(e.blockedURI).origin;
+  } catch {
+    // blockedURI may be a bare scheme; show it as it is.
+  }
+  showError(unreachableText({ server: origin, origin }));
+});
 
 const crc = new CrcWorker(new URL("crc-worker.js", import.meta.url));
 const gate = new Gate();
@@ -179,6 +340,7 @@ async function runItem(it: Item): Promise<void> {
   it.li.dataset.status = "running";
   announce(`Uploading ${it.file.name}.`);
   try {
+    if (clients === undefined) throw noClientsError();
     const res = await uploadFile(clients, crc, gate, s, it.file, it.file.name, {
       status: (text) => {
         it.state.textContent = text;
@@ -271,6 +433,11 @@ function showUnfinished(): void {
     discard.textContent = "Discard";
     discard.setAttribute("aria-label", `Discard the unfinished upload of ${u.name}`);
     discard.addEventListener("click", async () => {
+      if (clients === undefined) {
+        // Keep it: the upload can be aborted once its server is usable.
+        showError(describeError(noClientsError()));
+        return;
+      }
       try {
         await clients.upload.abortUpload({ uploadId: u.uploadId });
       } catch {
@@ -289,18 +456,28 @@ function showUnfinished(): void {
 // ---- Objects ----------------------------------------------------------
 
 async function refreshObjects(): Promise<void> {
+  const c = clients;
+  if (c === undefined) {
+    objectsBody.replaceChildren();
+    objectsText.textContent = noClients;
+    return;
+  }
   objectsText.textContent = "Loading…";
   try {
     const rows: HTMLTableRowElement[] = [];
     let pageToken = "";
     do {
-      const res = await clients.objects.listObjects({ pageToken });
+      const res = await c.objects.listObjects({ pageToken });
       for (const o of res.objects) rows.push(objectRow(o.key, Number(o.size), o.lastModified ? new Date(Number(o.lastModified.seconds) * 1000) : undefined));
       pageToken = res.nextPageToken;
-    } while (pageToken !== "" && rows.length < 10_000);
+    } while (pageToken !== "" && rows.length < 10_000 && c === clients);
+    // A listing of a server the page has left since is not shown: its rows'
+    // buttons would act on the current one.
+    if (c !== clients) return;
     objectsBody.replaceChildren(...rows);
     objectsText.textContent = rows.length === 1 ? "1 object." : `${rows.length} objects.`;
   } catch (err) {
+    if (c !== clients) return;
     objectsText.textContent = `Could not list objects: ${describeError(err)}`;
   }
 }
@@ -328,6 +505,7 @@ function objectRow(key: string, size: number, modified: Date | undefined): HTMLT
     dl.disabled = true;
     tr.dataset.download = "running";
     try {
+      if (clients === undefined) throw noClientsError();
       const res = await downloadObject(clients, key, (got, total) => {
         status.textContent = `${formatBytes(got)} of ${formatBytes(total)}`;
       });
@@ -354,6 +532,7 @@ function objectRow(key: string, size: number, modified: Date | undefined): HTMLT
   del.addEventListener("click", async () => {
     if (!confirm(`Delete ${key}? This cannot be undone.`)) return;
     try {
+      if (clients === undefined) throw noClientsError();
       await clients.objects.deleteObject({ key });
       announce(`${key} deleted.`);
       await refreshObjects();
@@ -367,6 +546,11 @@ function objectRow(key: string, size: number, modified: Date | undefined): HTMLT
 }
 
 refreshButton.addEventListener("click", () => void refreshObjects());
-showUnfinished();
-void refreshObjects();
+{
+  const saved = parseServer(localStorage.getItem("ferry.server") ?? "");
+  const savedTarget = typeof saved === "string" ? ownTarget() : saved;
+  const fromLink = params.get("server");
+  if (fromLink !== null) chooseFromLink(savedTarget, fromLink);
+  else use(savedTarget);
+}
 document.documentElement.dataset.ready = "true";

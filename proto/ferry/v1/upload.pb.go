@@ -25,9 +25,18 @@ const (
 // UploadSpec describes a new upload.
 type UploadSpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The key the object will have: 1 to 1024 bytes of UTF-8, no control
-	// characters, no "." or ".." path segments, not under the reserved
-	// prefix ".ferry/".
+	// The key the object will have (docs/protocol.md, "Keys"): 1 to 1024
+	// bytes of UTF-8 in 1 to 32 "/"-separated segments of 1 to 255 bytes
+	// each (no leading or trailing "/", no "//"); no segment "." or ".."
+	// (even with white space around), of only white space, or ending in
+	// "__XLDIR__"; no backslash, control character, U+2028 or U+2029,
+	// Unicode noncharacter, or bidirectional embedding, override or isolate
+	// control; not under the reserved prefix ".ferry/". Otherwise
+	// INVALID_ARGUMENT, naming the rule and where the key breaks it. A valid
+	// key cannot name an object while an object exists at one of its
+	// parents ("d/a" for "d/a/b") or objects exist under it ("d/a/b" for
+	// "d/a"): FAILED_PRECONDITION, naming the other key, when the upload is
+	// created and again at completion (the upload then stays open).
 	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
 	// Total size of the object in bytes, when known. When absent (a stream of
 	// unknown length) the size is given at completion.

@@ -23,9 +23,18 @@ export const file_ferry_v1_upload: GenFile = /*@__PURE__*/
  */
 export type UploadSpec = Message<"ferry.v1.UploadSpec"> & {
   /**
-   * The key the object will have: 1 to 1024 bytes of UTF-8, no control
-   * characters, no "." or ".." path segments, not under the reserved
-   * prefix ".ferry/".
+   * The key the object will have (docs/protocol.md, "Keys"): 1 to 1024
+   * bytes of UTF-8 in 1 to 32 "/"-separated segments of 1 to 255 bytes
+   * each (no leading or trailing "/", no "//"); no segment "." or ".."
+   * (even with white space around), of only white space, or ending in
+   * "__XLDIR__"; no backslash, control character, U+2028 or U+2029,
+   * Unicode noncharacter, or bidirectional embedding, override or isolate
+   * control; not under the reserved prefix ".ferry/". Otherwise
+   * INVALID_ARGUMENT, naming the rule and where the key breaks it. A valid
+   * key cannot name an object while an object exists at one of its
+   * parents ("d/a" for "d/a/b") or objects exist under it ("d/a/b" for
+   * "d/a"): FAILED_PRECONDITION, naming the other key, when the upload is
+   * created and again at completion (the upload then stays open).
    *
    * @generated from field: string key = 1;
    */
