@@ -60,7 +60,9 @@ func (s *Service) Download(ctx context.Context, req *connect.Request[ferryv1.Dow
 		return upload.ConnectError(err)
 	}
 	defer r.Close()
-	n := info.Size - msg.GetOffset()
+	// The bytes to send: the store checked offset <= size, so this cannot
+	// go negative or overflow, and no offset+length is ever computed.
+	n := max(0, info.Size-msg.GetOffset())
 	if length >= 0 {
 		n = min(n, length)
 	}

@@ -234,7 +234,7 @@ func TestFaultServerKilled(t *testing.T) {
 // mixing the Upload stream and unary PutChunk, then completes each upload on
 // either server. It proves the state of an upload lives in the store: both
 // servers report the same committed chunks, either completes, and the other
-// then knows the upload is gone.
+// then knows the upload is completed, and as what.
 func TestFaultTwoServersOneBucket(t *testing.T) {
 	t.Parallel()
 	env := requireS3(t)
@@ -295,7 +295,7 @@ func TestFaultTwoServersOneBucket(t *testing.T) {
 		if n := done.Msg.GetChunkCount(); n != int64(len(chunks)) {
 			t.Errorf("chunk_count %d, want %d", n, len(chunks))
 		}
-		faultRequireGone(ctx, t, clients[a], id)
+		faultRequireCompleted(ctx, t, clients[a], id, done.Msg.GetObject())
 		faultRequireDownload(ctx, t, servers[a].url, key, content)
 	})
 
@@ -364,7 +364,7 @@ func TestFaultTwoServersOneBucket(t *testing.T) {
 		if n := resp.Msg.GetChunkCount(); n != int64(len(chunks)) || len(resp.Msg.GetCommitted()) != 0 {
 			t.Errorf("finishing stream: chunk_count %d, committed %v; want %d and none", n, resp.Msg.GetCommitted(), len(chunks))
 		}
-		faultRequireGone(ctx, t, clients[b], id)
+		faultRequireCompleted(ctx, t, clients[b], id, resp.Msg.GetObject())
 		faultRequireDownload(ctx, t, servers[b].url, key, content)
 	})
 }
@@ -943,8 +943,9 @@ func (fs *faultServer) cleanup() {
 // port with the same data.
 type faultMinIO struct {
 	bin       string
-	dir       string // data directory
-	addr      string // host:port
+	wrap      []string // a command that runs the server's command line, or nil
+	dir       string   // data directory
+	addr      string   // host:port
 	accessKey string
 	secretKey string
 
@@ -957,6 +958,13 @@ type faultMinIO struct {
 // and stops it when the test ends. Without the binary the test is skipped,
 // or fails when FERRY_REQUIRE_S3=1.
 func startFaultMinIO(t testing.TB) *faultMinIO {
+	t.Helper()
+	return startWrappedMinIO(t, nil, filepath.Join(t.TempDir(), "data")) // removed after the stop below
+}
+
+// startWrappedMinIO is startFaultMinIO with MinIO's command line given to
+// the command wrap (see spawnWrappedServer), and its data in dir.
+func startWrappedMinIO(t testing.TB, wrap []string, dir string) *faultMinIO {
 	t.Helper()
 	bin := os.Getenv("FERRY_TEST_MINIO_BIN")
 	if bin == "" {
@@ -971,7 +979,8 @@ func startFaultMinIO(t testing.TB) *faultMinIO {
 	}
 	m := &faultMinIO{
 		bin:       bin,
-		dir:       filepath.Join(t.TempDir(), "data"), // removed after the stop below
+		wrap:      wrap,
+		dir:       dir,
 		accessKey: "faulttest",
 		secretKey: strconv.FormatUint(rand.Uint64(), 36) + strconv.FormatUint(rand.Uint64(), 36),
 	}
@@ -1004,7 +1013,8 @@ func startFaultMinIO(t testing.TB) *faultMinIO {
 
 // spawn starts the MinIO process on m.addr and waits until it is live.
 func (m *faultMinIO) spawn() error {
-	cmd := exec.Command(m.bin, "server", m.dir, "--address", m.addr, "--quiet")
+	argv := append(slices.Clip(m.wrap), m.bin, "server", m.dir, "--address", m.addr, "--quiet")
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(),
 		"MINIO_ROOT_USER="+m.accessKey,
 		"MINIO_ROOT_PASSWORD="+m.secretKey,
@@ -1287,12 +1297,18 @@ func faultRequireSameStatus(ctx context.Context, t testing.TB, clients [2]ferryv
 	}
 }
 
-// faultRequireGone fails the test unless upload id is NOT_FOUND.
-func faultRequireGone(ctx context.Context, t testing.TB, c ferryv1connect.UploadServiceClient, id string) {
+// faultRequireCompleted fails the test unless the other server knows
+// upload id is completed as obj: GetUpload reports that object and every
+// chunk committed, and completing it again returns the same object.
+func faultRequireCompleted(ctx context.Context, t testing.TB, c ferryv1connect.UploadServiceClient, id string, obj *ferryv1.Object) {
 	t.Helper()
-	_, err := faultCommitted(ctx, c, id)
-	if code := connect.CodeOf(err); err == nil || code != connect.CodeNotFound {
-		t.Errorf("GetUpload of the completed upload: error %v (code %v), want code %v", err, code, connect.CodeNotFound)
+	st, err := c.GetUpload(ctx, connect.NewRequest(&ferryv1.GetUploadRequest{UploadId: id}))
+	if err != nil || st.Msg.GetObject().GetEtag() != obj.GetEtag() || int64(len(st.Msg.GetChunks())) != st.Msg.GetChunkCount() {
+		t.Errorf("GetUpload of the completed upload: %v, %v; want the object (ETag %q) and every chunk", st, err, obj.GetEtag())
+	}
+	again, err := c.CompleteUpload(ctx, connect.NewRequest(&ferryv1.CompleteUploadRequest{UploadId: id}))
+	if err != nil || again.Msg.GetObject().GetEtag() != obj.GetEtag() {
+		t.Errorf("CompleteUpload of the completed upload: %v, %v; want the object (ETag %q)", again, err, obj.GetEtag())
 	}
 }
 

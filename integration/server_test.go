@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -100,7 +101,16 @@ func startServer(t testing.TB, args ...string) *server {
 // it logs its address. It returns errors rather than failing a test, so a
 // goroutine may call it.
 func spawnServer(addr string, args []string) (*server, error) {
-	cmd := exec.Command(ferryBin, append([]string{"serve", "--addr", addr}, args...)...)
+	return spawnWrappedServer(nil, addr, args)
+}
+
+// spawnWrappedServer is spawnServer with the command line of ferry serve
+// given to the command wrap (nil: none), which must end by executing it in
+// its own process, so that the server's PID is the process started here
+// (as `unshare ... sh -c '...; exec "$@"'` does).
+func spawnWrappedServer(wrap []string, addr string, args []string) (*server, error) {
+	argv := append(append(slices.Clip(wrap), ferryBin, "serve", "--addr", addr), args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.SysProcAttr = childProcAttr()
 	s := &server{cmd: cmd, logs: &lockedBuffer{}, done: make(chan struct{})}
 	cmd.Stdout = s.logs

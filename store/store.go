@@ -61,6 +61,12 @@ var (
 	// ErrUnavailable: the backing store cannot be reached or is overloaded
 	// right now; the request may succeed if retried.
 	ErrUnavailable = errors.New("object store unavailable")
+	// ErrInsufficientStorage: the store has no room left for the write (a
+	// full disk or an exhausted quota: ENOSPC or EDQUOT on the disk store,
+	// XMinioStorageFull, a bucket quota or HTTP 507 on S3). Nothing was
+	// stored; the request may succeed once space is freed, so callers treat
+	// it as retryable, with backoff.
+	ErrInsufficientStorage = errors.New("object store is out of space")
 )
 
 // S3 limits that every [Store] enforces the same way, so that code tested
@@ -180,6 +186,27 @@ type ListPartsResult struct {
 	IsTruncated bool
 }
 
+// MultipartUpload describes an open multipart upload.
+type MultipartUpload struct {
+	// Key is the key the upload writes.
+	Key string
+	// UploadID is the store's upload ID.
+	UploadID string
+	// Initiated is when the upload was created, by the store's clock.
+	Initiated time.Time
+}
+
+// ListUploadsResult is one page of [Store.ListMultipartUploads].
+type ListUploadsResult struct {
+	// Uploads of the key, oldest first.
+	Uploads []MultipartUpload
+	// NextUploadIDMarker is the marker for the next page, valid when
+	// IsTruncated.
+	NextUploadIDMarker string
+	// IsTruncated reports whether more uploads follow.
+	IsTruncated bool
+}
+
 // ListResult is one page of [Store.ListObjects].
 type ListResult struct {
 	// Objects in ascending UTF-8 byte order of key.
@@ -219,12 +246,24 @@ type Store interface {
 	// ascending number and each match a committed part's number, ETag and
 	// size ([ErrInvalidPart] otherwise). The object replaces any object with
 	// the key atomically; see [CompleteOptions] for the conditional form.
-	// Returns [ErrUploadNotFound] for an unknown upload.
+	// Returns [ErrUploadNotFound] for an unknown upload. A completion
+	// repeated after the store made the object (its first answer lost, or
+	// the store interrupted between committing the object and forgetting
+	// the upload) may return that object instead, as long as it is still
+	// the one under key.
 	CompleteMultipartUpload(ctx context.Context, key, uploadID string, parts []Part, opts CompleteOptions) (ObjectInfo, error)
 
 	// AbortMultipartUpload discards an upload and its parts. Returns
 	// [ErrUploadNotFound] for an unknown upload.
 	AbortMultipartUpload(ctx context.Context, key, uploadID string) error
+
+	// ListMultipartUploads returns up to maxUploads (1 to 1000) open
+	// multipart uploads of exactly key, oldest first, starting after the
+	// upload uploadIDMarker ("" for the first page). It lists one key
+	// because that is all MinIO can list (S3 lists every key under a
+	// prefix). ferry uses it to find uploads whose creation a crash cut
+	// short, before their upload ID was recorded anywhere.
+	ListMultipartUploads(ctx context.Context, key, uploadIDMarker string, maxUploads int) (ListUploadsResult, error)
 
 	// PutObject writes an object in one request from r, which yields
 	// exactly size bytes; otherwise nothing is written. ferry uses it for

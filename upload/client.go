@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"net"
 	"strings"
@@ -57,10 +58,11 @@ type UploaderOptions struct {
 	Progress func(done, total int64)
 
 	// Created, when set, is called with the upload ID as soon as an upload
-	// of more than one chunk is created, before any chunk is sent, so that a
-	// caller can record it and [Uploader.Resume] the upload even after its
-	// own process was killed. One-chunk uploads go in a single stream and
-	// have nothing to resume.
+	// is created with CreateUpload (every upload of more than one chunk, and
+	// one-chunk uploads with IfNoneMatch), before any chunk is sent, so that
+	// a caller can record it and [Uploader.Resume] the upload even after its
+	// own process was killed. Other one-chunk uploads go in a single stream
+	// and have nothing to resume.
 	Created func(uploadID string)
 }
 
@@ -130,7 +132,11 @@ func (u *Uploader) WithProgress(fn func(done, total int64)) *Uploader {
 // stored object, verified to have the size and CRC32C of the data sent.
 //
 // An object that fits in one chunk goes in one Upload stream that creates,
-// writes and completes the upload. A larger one is created with
+// writes and completes the upload, unless opts.IfNoneMatch is set: such a
+// stream cannot be retried idempotently (sent again after its answer was
+// lost, it would meet the object it stored and fail with ALREADY_EXISTS),
+// so an IfNoneMatch upload of any size goes the way of a larger one, whose
+// retries are answered by upload ID. A larger one is created with
 // CreateUpload, its chunks are read from r and sent over Concurrency
 // parallel Upload streams, and it is completed with CompleteUpload and the
 // whole-object CRC32C, combined from the chunks' CRC32Cs. A stream that
@@ -142,7 +148,7 @@ func (u *Uploader) Upload(ctx context.Context, key string, r io.ReaderAt, size i
 	if size < 0 {
 		return nil, fmt.Errorf("upload %q: negative size %d", key, size)
 	}
-	if u.fitsOneChunk(size) {
+	if u.fitsOneChunk(size) && !opts.IfNoneMatch {
 		buf := u.buffer(size)
 		defer u.buffers.Put(buf)
 		data := (*buf)[:size]
@@ -167,16 +173,44 @@ func (u *Uploader) Upload(ctx context.Context, key string, r io.ReaderAt, size i
 // committed CRC32C differs; then it completes the upload and verifies the
 // stored object. The upload's chunk size and key are the ones it was
 // created with. When the upload cannot be completed the error is an
-// [*InterruptedError].
+// [*InterruptedError]. An upload found completed already (its completion's
+// answer was lost, or the process that sent it was killed) sends nothing:
+// r is read to check that it is the object stored, which is returned, or
+// the error wraps [ErrObjectMismatch].
 func (u *Uploader) Resume(ctx context.Context, uploadID string, r io.ReaderAt, size int64) (*ferryv1.Object, error) {
-	info, committed, err := u.status(ctx, uploadID)
+	info, committed, obj, err := u.status(ctx, uploadID)
 	if err != nil {
 		return nil, err
 	}
 	if s := info.GetSpec().Size; s != nil && *s != size {
 		return nil, fmt.Errorf("resume upload %s: the upload was created for %d bytes, not %d", uploadID, *s, size)
 	}
+	if obj != nil {
+		return u.verifyCompleted(uploadID, obj, r, size)
+	}
 	return u.finish(ctx, info, r, size, committed)
+}
+
+// verifyCompleted checks that the object obj, which the completed upload
+// uploadID stored, holds the size bytes of r, and returns it.
+func (u *Uploader) verifyCompleted(uploadID string, obj *ferryv1.Object, r io.ReaderAt, size int64) (*ferryv1.Object, error) {
+	progress := u.progress(size)
+	buf := u.buffer(min(size, 1<<20))
+	defer u.buffers.Put(buf)
+	var crc uint32
+	for off := int64(0); off < size; {
+		b := (*buf)[:min(int64(len(*buf)), size-off)]
+		if err := readFullAt(r, b, off); err != nil {
+			return nil, fmt.Errorf("resume upload %s: %w", uploadID, err)
+		}
+		crc = crc32.Update(crc, store.Castagnoli, b)
+		off += int64(len(b))
+		progress.Add(int64(len(b)))
+	}
+	if err := verifyUploadedObject(obj, size, crc); err != nil {
+		return nil, fmt.Errorf("resume upload %s, completed already: %w", uploadID, err)
+	}
+	return obj, nil
 }
 
 // UploadStream writes everything read from r, of unknown length, as the
@@ -195,6 +229,8 @@ func (u *Uploader) UploadStream(ctx context.Context, key string, r io.Reader, op
 	head := make([]byte, store.MinPartSize+1)
 	n, err := io.ReadFull(r, head)
 	switch {
+	case (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) && opts.IfNoneMatch:
+		return u.Upload(ctx, key, bytes.NewReader(head[:n]), int64(n), opts) // see Upload
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return u.uploadOneChunk(ctx, key, head[:n], opts)
 	case err != nil:
@@ -296,11 +332,13 @@ func (u *Uploader) create(ctx context.Context, spec *ferryv1.UploadSpec) (*ferry
 }
 
 // status returns an upload's parameters and its committed chunks by index,
-// from every page of GetUpload.
-func (u *Uploader) status(ctx context.Context, uploadID string) (*ferryv1.UploadInfo, map[int64]*ferryv1.CommittedChunk, error) {
+// from every page of GetUpload, and the object it made when it is
+// completed (nil otherwise).
+func (u *Uploader) status(ctx context.Context, uploadID string) (*ferryv1.UploadInfo, map[int64]*ferryv1.CommittedChunk, *ferryv1.Object, error) {
 	var (
 		info      *ferryv1.UploadInfo
 		committed = make(map[int64]*ferryv1.CommittedChunk)
+		obj       *ferryv1.Object
 		token     string
 	)
 	for {
@@ -315,10 +353,13 @@ func (u *Uploader) status(ctx context.Context, uploadID string) (*ferryv1.Upload
 			return err
 		})
 		if err != nil {
-			return nil, nil, fmt.Errorf("get upload %s: %w", uploadID, err)
+			return nil, nil, nil, fmt.Errorf("get upload %s: %w", uploadID, err)
 		}
 		if info == nil {
 			info = resp.Msg.GetUpload()
+		}
+		if o := resp.Msg.GetObject(); o != nil {
+			obj = o
 		}
 		for _, c := range resp.Msg.GetChunks() {
 			committed[c.GetIndex()] = c
@@ -329,9 +370,9 @@ func (u *Uploader) status(ctx context.Context, uploadID string) (*ferryv1.Upload
 		}
 	}
 	if info.GetSpec().GetChunkSize() <= 0 {
-		return nil, nil, fmt.Errorf("get upload %s: the server returned no chunk size", uploadID)
+		return nil, nil, nil, fmt.Errorf("get upload %s: the server returned no chunk size", uploadID)
 	}
-	return info, committed, nil
+	return info, committed, obj, nil
 }
 
 // uploaderPlan is the shared state of one upload of a known size from an
@@ -412,9 +453,12 @@ func (u *Uploader) streamChunks(ctx context.Context, p *uploaderPlan) error {
 		}
 		// Learn which of the chunks sent on the broken stream the server
 		// committed; the others were in flight and go again.
-		_, committed, err := u.status(ctx, p.uploadID)
+		_, committed, obj, err := u.status(ctx, p.uploadID)
 		if err != nil {
 			return err
+		}
+		if obj != nil {
+			return nil // completed meanwhile: complete and verify it
 		}
 		for _, i := range sent {
 			if c, ok := committed[i]; ok && c.GetCrc32C() == p.crcs[i] {

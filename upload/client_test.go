@@ -78,6 +78,19 @@ func newServer(t *testing.T) *server {
 // it is not nil.
 func (s *server) client(t *testing.T, protocol string, rt *cutTransport) ferryv1connect.UploadServiceClient {
 	t.Helper()
+	if rt == nil {
+		return s.clientThrough(t, protocol, nil)
+	}
+	return s.clientThrough(t, protocol, func(base http.RoundTripper) http.RoundTripper {
+		rt.base = base
+		return rt
+	})
+}
+
+// clientThrough is client with the transport wrap returns for the base
+// one (nil: the base one).
+func (s *server) clientThrough(t *testing.T, protocol string, wrap func(http.RoundTripper) http.RoundTripper) ferryv1connect.UploadServiceClient {
+	t.Helper()
 	base := &http.Transport{Protocols: new(http.Protocols), MaxIdleConnsPerHost: 8}
 	var opts []connect.ClientOption
 	for _, p := range protocols {
@@ -92,9 +105,8 @@ func (s *server) client(t *testing.T, protocol string, rt *cutTransport) ferryv1
 	}
 	t.Cleanup(base.CloseIdleConnections)
 	var transport http.RoundTripper = base
-	if rt != nil {
-		rt.base = base
-		transport = rt
+	if wrap != nil {
+		transport = wrap(base)
 	}
 	return ferryv1connect.NewUploadServiceClient(&http.Client{Transport: transport}, s.url, opts...)
 }

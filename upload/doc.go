@@ -14,7 +14,9 @@
 // (ListParts), and a small JSON manifest at
 // [store.ReservedPrefix]+"uploads/<upload ID>" records the key, the store's
 // upload ID, the size and chunk size, and the object's attributes. The
-// manifest never changes after it is written, so any server instance can
+// manifest is written once before the store's multipart upload exists
+// (pending, so that a crash cannot leave an upload nothing names) and once
+// after; then it never changes, so any server instance can
 // take any chunk of any upload, a restart loses nothing, and several
 // servers behind a load balancer need no sticky sessions and no locks.
 //
@@ -25,7 +27,11 @@
 // size, combines the parts' CRC32Cs into the whole-object CRC32C
 // ([store.CombineCRC32C]) and compares it with the client's, and only then
 // completes the multipart upload, which makes the object visible under its
-// key atomically.
+// key atomically. Then it writes a completion record at
+// [store.ReservedPrefix]+"completed/<upload ID>" before the manifest is
+// removed, so that a completion repeated after its answer was lost (or
+// racing it, on another instance, after a restart) returns the same object
+// for [Config.CompletedTTL] (completed.go).
 //
 // # Layers
 //
@@ -36,7 +42,9 @@
 // call the same methods. [ConnectError] is the one place where store and
 // domain errors become Connect codes; package download uses it too.
 //
-// Abandoned uploads are aborted by [Service.Sweep], run periodically by
-// [Service.RunSweeper]; it is safe to run on every instance at once because
-// each of its steps is idempotent.
+// Abandoned uploads, and what crashes leave (manifests of finished
+// uploads, multipart uploads whose creation was cut short, completion
+// records past their time), are removed by [Service.Sweep], run
+// periodically by [Service.RunSweeper]; it is safe to run on every
+// instance at once because each of its steps is idempotent.
 package upload

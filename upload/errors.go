@@ -111,6 +111,8 @@ func classify(err error) (connect.Code, string) {
 		return connect.CodeAborted, "a concurrent request on the same key won; retry"
 	case errors.Is(err, store.ErrUnavailable):
 		return connect.CodeUnavailable, "object store unavailable; retry"
+	case errors.Is(err, store.ErrInsufficientStorage):
+		return connect.CodeResourceExhausted, "the object store is out of space: nothing was stored; retry later, once space is freed"
 	case errors.Is(err, context.Canceled):
 		return connect.CodeCanceled, "canceled"
 	case errors.Is(err, context.DeadlineExceeded):

@@ -24,13 +24,17 @@ const maxManifestBytes = 64 << 10
 // manifestCacheSize bounds the manifests kept in memory.
 const manifestCacheSize = 4096
 
-// manifest is the immutable record of an open upload, stored as JSON at
+// manifest is the record of an open upload, stored as JSON at
 // manifestPrefix+UploadID. Together with the store's multipart upload it is
-// the whole state of an upload.
+// the whole state of an upload. It is written twice: pending, without
+// StoreUploadID, before the store's multipart upload is created (so that a
+// crash cannot leave a multipart upload no manifest names: see
+// [Service.Sweep]), then whole, after; from then on it never changes.
 type manifest struct {
-	Version       int               `json:"version"`
-	UploadID      string            `json:"upload_id"`
-	Key           string            `json:"key"`
+	Version  int    `json:"version"`
+	UploadID string `json:"upload_id"`
+	Key      string `json:"key"`
+	// StoreUploadID is the store's upload ID; empty while pending.
 	StoreUploadID string            `json:"store_upload_id"`
 	Size          int64             `json:"size"` // bytes; -1 until given at completion
 	ChunkSize     int64             `json:"chunk_size"`
@@ -45,8 +49,8 @@ func (m *manifest) geometry() geometry { return geometry{size: m.Size, chunkSize
 
 func manifestKey(uploadID string) string { return manifestPrefix + uploadID }
 
-// manifestCache keeps manifests read or written by this process. Manifests
-// never change, so a cached one is never stale; a removed one is caught by
+// manifestCache keeps the whole manifests read or written by this process.
+// They never change, so a cached one is never stale; a removed one is caught by
 // the store, which answers ErrUploadNotFound for the multipart upload.
 type manifestCache struct {
 	mu sync.Mutex
@@ -96,7 +100,12 @@ func uploadNotFound(id string) error {
 	return errorf(store.ErrUploadNotFound, "upload %s not found: it never existed, expired, was aborted or completed", id)
 }
 
-// saveManifest writes m to the store and the cache.
+// pending reports whether m was written before its multipart upload
+// existed and never completed: its creation failed or is in progress.
+func (m *manifest) pending() bool { return m.StoreUploadID == "" }
+
+// saveManifest writes m to the store and, unless it is pending, to the
+// cache.
 func (s *Service) saveManifest(ctx context.Context, m *manifest) error {
 	b, err := json.Marshal(m)
 	if err != nil {
@@ -109,7 +118,9 @@ func (s *Service) saveManifest(ctx context.Context, m *manifest) error {
 		store.PutOptions{ContentType: "application/json"}); err != nil {
 		return err
 	}
-	s.manifests.put(m)
+	if !m.pending() {
+		s.manifests.put(m)
+	}
 	return nil
 }
 
@@ -127,6 +138,9 @@ func (s *Service) loadManifest(ctx context.Context, id string) (*manifest, error
 		return nil, err
 	}
 	m := v.(*manifest)
+	if m.pending() {
+		return nil, uploadNotFound(id) // not created (yet): no client has its ID
+	}
 	s.manifests.put(m)
 	return m, nil
 }

@@ -24,16 +24,25 @@ import (
 //
 // It reads ahead at most three messages. When the stream is anything else
 // (unknown size, several chunks, no finish, a CRC32C or size that
-// disagrees, a stream error) it returns nil and the messages it read, which
-// the caller handles on the ordinary path, so every error is the one that
-// path gives.
+// disagrees) it returns nil and the messages it read, which the caller
+// handles on the ordinary path, so every error is the one that path gives.
+// A stream that breaks is that error, before anything is created: a client
+// that never got an answer never learned an upload ID, so an upload made
+// for it would be left open.
+//
+// Such a stream has no upload ID the client knows before the answer, so it
+// cannot be retried idempotently: sent again after its answer was lost, it
+// stores the object again (with a new ETag) or, with if_none_match, meets
+// its own object and fails with ALREADY_EXISTS. [Uploader] therefore sends
+// an if_none_match upload with CreateUpload first (see
+// [Uploader.Upload]).
 func (s *Service) oneShot(ctx context.Context, stream *connect.ClientStream[ferryv1.UploadRequest], spec *ferryv1.UploadSpec) (res *ferryv1.UploadResponse, ahead []*ferryv1.UploadRequest, err error) {
 	size, chunk, err := s.checkSpec(spec)
 	if err != nil || size < 0 || chunkCount(size, chunk) != 1 {
 		return nil, nil, nil // the ordinary path reports err
 	}
 	if !stream.Receive() {
-		return nil, nil, nil
+		return nil, nil, stream.Err()
 	}
 	ahead = append(ahead, stream.Msg())
 	c := stream.Msg().GetChunk()
@@ -45,6 +54,9 @@ func (s *Service) oneShot(ctx context.Context, stream *connect.ClientStream[ferr
 	// limits (Limiter) until the request ends.
 	keepMessage(ctx)
 	if !stream.Receive() {
+		if err := stream.Err(); err != nil {
+			return nil, nil, err
+		}
 		return nil, ahead, nil
 	}
 	ahead = append(ahead, stream.Msg())
@@ -59,11 +71,12 @@ func (s *Service) oneShot(ctx context.Context, stream *connect.ClientStream[ferr
 			return nil, ahead, nil // completion reports the mismatch
 		}
 	}
+	s.log.DebugContext(ctx, "one-request upload: finish read, waiting for the end of the stream", "key", spec.GetKey())
 	if stream.Receive() {
 		return nil, append(ahead, stream.Msg()), nil
 	}
-	if stream.Err() != nil {
-		return nil, ahead, nil
+	if err := stream.Err(); err != nil {
+		return nil, nil, err // broken after the finish: nothing is stored
 	}
 	if err := s.checkKeyFree(ctx, spec.GetKey()); err != nil { // see conflict.go
 		return nil, nil, err

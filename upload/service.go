@@ -31,6 +31,12 @@ type Config struct {
 	// TTL is how long an upload may stay idle (no chunk committed) before
 	// [Service.Sweep] aborts it. Default 24 hours.
 	TTL time.Duration
+	// CompletedTTL is how long a completed upload is remembered: for that
+	// long a repeated completion of its upload ID (a retry whose first
+	// answer was lost, on any server, after a restart) returns the object
+	// it made, and GetUpload describes it; then [Service.Sweep] removes
+	// its record and the upload ID is NotFound. Default TTL.
+	CompletedTTL time.Duration
 	// Logger receives the service's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Now returns the current time. Default time.Now; tests set it.
@@ -59,6 +65,7 @@ type Service struct {
 	chunkSize    int64
 	maxChunkSize int64
 	ttl          time.Duration
+	completedTTL time.Duration
 	log          *slog.Logger
 	now          func() time.Time
 
@@ -77,6 +84,7 @@ func NewService(cfg Config) (*Service, error) {
 		chunkSize:    cfg.ChunkSize,
 		maxChunkSize: cfg.MaxChunkSize,
 		ttl:          cfg.TTL,
+		completedTTL: cfg.CompletedTTL,
 		log:          cfg.Logger,
 		now:          cfg.Now,
 
@@ -98,6 +106,9 @@ func NewService(cfg Config) (*Service, error) {
 	if s.ttl == 0 {
 		s.ttl = 24 * time.Hour
 	}
+	if s.completedTTL == 0 {
+		s.completedTTL = s.ttl
+	}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -111,6 +122,8 @@ func NewService(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("upload: max chunk size %d must be between the chunk size %d and S3's maximum part size of %d bytes", s.maxChunkSize, s.chunkSize, int64(store.MaxPartSize))
 	case s.ttl < 0:
 		return nil, fmt.Errorf("upload: TTL %v is negative", s.ttl)
+	case s.completedTTL < 0:
+		return nil, fmt.Errorf("upload: completed TTL %v is negative", s.completedTTL)
 	}
 	return s, nil
 }
@@ -152,9 +165,12 @@ func (s *Service) MaxChunkSize() int64 { return s.maxChunkSize }
 // procedures to it; any larger message is refused before it is read.
 func MaxMessageBytes(maxChunkSize int64) int64 { return maxChunkSize + 1<<20 }
 
-// create validates spec and starts an upload: the store's multipart upload
-// first, then the manifest that names it. If the manifest cannot be written
-// the multipart upload is aborted, so nothing leaks.
+// create validates spec and starts an upload in three steps: a pending
+// manifest (the upload's key and ID, no multipart upload yet), the store's
+// multipart upload, then the manifest that names it. The pending manifest
+// lets [Service.Sweep] find and abort a multipart upload whose creation a
+// crash cut short before it was recorded. If the manifest cannot be
+// written the multipart upload is aborted, so nothing leaks.
 func (s *Service) create(ctx context.Context, spec *ferryv1.UploadSpec) (*manifest, error) {
 	size, chunk, err := s.checkSpec(spec)
 	if err != nil {
@@ -163,34 +179,55 @@ func (s *Service) create(ctx context.Context, spec *ferryv1.UploadSpec) (*manife
 	if err := s.checkKeyFree(ctx, spec.GetKey()); err != nil { // see conflict.go
 		return nil, err
 	}
-	storeID, err := s.store.CreateMultipartUpload(ctx, spec.GetKey(), store.CreateOptions{
+	m := &manifest{
+		Version:     1,
+		UploadID:    uuid.NewString(),
+		Key:         spec.GetKey(),
+		Size:        size,
+		ChunkSize:   chunk,
 		ContentType: spec.GetContentType(),
 		Metadata:    spec.GetMetadata(),
-	})
-	if err != nil {
+		CRC32C:      spec.Crc32C,
+		IfNoneMatch: spec.GetIfNoneMatch(),
+		CreatedAt:   s.now().UTC(),
+	}
+	if err := s.saveManifest(ctx, m); err != nil { // pending: no StoreUploadID yet
 		return nil, err
 	}
-	m := &manifest{
-		Version:       1,
-		UploadID:      uuid.NewString(),
-		Key:           spec.GetKey(),
-		StoreUploadID: storeID,
-		Size:          size,
-		ChunkSize:     chunk,
-		ContentType:   spec.GetContentType(),
-		Metadata:      spec.GetMetadata(),
-		CRC32C:        spec.Crc32C,
-		IfNoneMatch:   spec.GetIfNoneMatch(),
-		CreatedAt:     s.now().UTC(),
+	storeID, err := s.store.CreateMultipartUpload(ctx, m.Key, store.CreateOptions{
+		ContentType: m.ContentType,
+		Metadata:    m.Metadata,
+	})
+	if err != nil {
+		if storeFault(err) {
+			// The store may have made the upload all the same (MinIO does
+			// when it runs out of space midway): the pending manifest
+			// stays, for the sweeper to abort it.
+			return nil, err
+		}
+		if derr := s.deleteManifest(context.WithoutCancel(ctx), m.UploadID); derr != nil {
+			s.log.WarnContext(ctx, "delete pending manifest", "upload_id", m.UploadID, "err", derr)
+		}
+		return nil, err
 	}
+	m.StoreUploadID = storeID
 	if err := s.saveManifest(ctx, m); err != nil {
-		if aerr := s.store.AbortMultipartUpload(context.WithoutCancel(ctx), m.Key, storeID); aerr != nil {
+		if aerr := s.abort(context.WithoutCancel(ctx), m); aerr != nil {
 			s.log.WarnContext(ctx, "abort after failed manifest write", "key", m.Key, "err", aerr)
 		}
 		return nil, err
 	}
 	s.log.DebugContext(ctx, "upload created", "upload_id", m.UploadID, "key", m.Key, "size", size, "chunk_size", chunk)
 	return m, nil
+}
+
+// storeFault reports whether err, from a store call, is the store's own
+// failure (unreachable, out of space, broken) rather than a refusal of the
+// request: then the call may have done its work all the same, and may
+// succeed if tried again.
+func storeFault(err error) bool {
+	var safe *clientError
+	return !errors.As(err, &safe) && !errors.Is(err, store.ErrInvalidKey)
 }
 
 // checkSpec validates the spec of a new upload and returns its size (-1
@@ -304,7 +341,7 @@ func (s *Service) complete(ctx context.Context, m *manifest, size *int64, crc *u
 
 	parts, _, err := s.listChunks(ctx, m, 0, store.MaxParts)
 	if errors.Is(err, store.ErrUploadNotFound) {
-		return s.completedBefore(ctx, m.UploadID, total, want)
+		return s.completedBefore(ctx, m, total, want)
 	}
 	if err != nil {
 		return store.ObjectInfo{}, 0, err
@@ -345,46 +382,96 @@ func (s *Service) complete(ctx context.Context, m *manifest, size *int64, crc *u
 		PartsListed: true, // just listed above
 	})
 	switch {
-	case errors.Is(err, store.ErrPreconditionFailed) && m.IfNoneMatch:
-		if aerr := s.abort(context.WithoutCancel(ctx), m); aerr != nil {
-			s.log.WarnContext(ctx, "abort after if_none_match failure", "upload_id", m.UploadID, "err", aerr)
-		}
-		return store.ObjectInfo{}, 0, errorf(ErrAlreadyExists, "an object already exists under %q and the upload asked for if_none_match; the upload was aborted", m.Key)
+	case errors.Is(err, store.ErrPreconditionFailed) && m.IfNoneMatch, errors.Is(err, store.ErrUploadNotFound):
+		return s.settle(ctx, m, parts, total, objectCRC, err)
 	case errors.Is(err, store.ErrInvalidPart):
 		return store.ObjectInfo{}, 0, errorf(store.ErrConflict, "a chunk of upload %s changed during completion; retry", m.UploadID)
-	case errors.Is(err, store.ErrUploadNotFound):
-		return s.completedBefore(ctx, m.UploadID, total, &objectCRC)
 	case err != nil:
 		return store.ObjectInfo{}, 0, err
 	}
-	if err := s.deleteManifest(context.WithoutCancel(ctx), m.UploadID); err != nil {
-		// The sweeper removes manifests whose multipart upload is gone.
-		s.log.WarnContext(ctx, "delete manifest after completion", "upload_id", m.UploadID, "err", err)
-	}
 	info.HasCRC32C, info.CRC32C = true, objectCRC
+	s.recordCompletion(ctx, m, info, parts)
 	s.log.DebugContext(ctx, "upload completed", "upload_id", m.UploadID, "key", m.Key, "size", info.Size, "chunks", count)
 	return info, count, nil
 }
 
-// completedBefore handles a completion whose multipart upload is gone: a
-// retried completion after a crash or lost response between completing and
-// removing the manifest. The object counts as this upload's only when the
-// manifest still exists and the object has the size and whole-object CRC32C
-// the upload was to have; otherwise the upload is not found.
-func (s *Service) completedBefore(ctx context.Context, id string, size int64, crc *uint32) (store.ObjectInfo, int64, error) {
-	s.manifests.remove(id)
-	m, err := s.readManifest(ctx, id)
+// completedBefore answers a completion of upload m whose multipart upload
+// was gone before it began: a completion repeated after its answer was
+// lost, or after a crash. With the completion record, the upload is done
+// and the recorded object is the answer. Without it (a crash came between
+// the store's completion and the record), the object under the key counts
+// as this upload's when it has the size and whole-object CRC32C the upload
+// was to have, and its record is written now. Otherwise the upload is not
+// found (aborted, expired).
+func (s *Service) completedBefore(ctx context.Context, m *manifest, size int64, crc *uint32) (store.ObjectInfo, int64, error) {
+	s.manifests.remove(m.UploadID)
+	c, err := s.readCompletion(ctx, m.UploadID)
+	if err == nil {
+		if err := c.checkFinish(&size, crc); err != nil {
+			return store.ObjectInfo{}, 0, err
+		}
+		if err := s.deleteManifest(context.WithoutCancel(ctx), m.UploadID); err != nil {
+			s.log.WarnContext(ctx, "delete manifest of a completed upload", "upload_id", m.UploadID, "err", err)
+		}
+		return c.object(), c.count(), nil
+	}
+	if !errors.Is(err, store.ErrUploadNotFound) {
+		return store.ObjectInfo{}, 0, err
+	}
+	if crc == nil {
+		return store.ObjectInfo{}, 0, uploadNotFound(m.UploadID)
+	}
+	info, err := s.store.StatObject(ctx, m.Key)
+	if errors.Is(err, store.ErrNotFound) || err == nil && !ours(m, info, size, *crc) {
+		return store.ObjectInfo{}, 0, uploadNotFound(m.UploadID)
+	}
 	if err != nil {
 		return store.ObjectInfo{}, 0, err
 	}
-	if crc != nil {
-		info, err := s.store.StatObject(ctx, m.Key)
-		if err == nil && info.Size == size && info.HasCRC32C && info.CRC32C == *crc && !info.LastModified.Before(m.CreatedAt.Add(-time.Minute)) {
-			_ = s.deleteManifest(ctx, id)
-			return info, chunkCount(size, m.ChunkSize), nil
-		}
+	s.recordCompletion(ctx, m, info, nil)
+	return info, chunkCount(size, m.ChunkSize), nil
+}
+
+// settle answers a completion of upload m that the store refused because
+// the multipart upload was gone or, with if_none_match, the key was taken:
+// either another completion of this same upload won (concurrent, or an
+// earlier attempt whose answer was lost), and its object is the answer,
+// or another write took the key (or an abort won). parts are the chunks
+// listed for this completion, of size bytes and full-object CRC32C crc.
+func (s *Service) settle(ctx context.Context, m *manifest, parts []store.Part, size int64, crc uint32, cause error) (store.ObjectInfo, int64, error) {
+	count := chunkCount(size, m.ChunkSize)
+	if c, err := s.findCompletion(ctx, m.UploadID); c != nil || err != nil {
+		return c.answer(err)
 	}
-	return store.ObjectInfo{}, 0, uploadNotFound(id)
+	_, err := s.store.ListParts(ctx, m.Key, m.StoreUploadID, 0, 1)
+	switch {
+	case errors.Is(err, store.ErrUploadNotFound):
+		// Our multipart upload is gone: completed (by the winner, whose
+		// record may not be written yet) or aborted.
+		info, err := s.store.StatObject(ctx, m.Key)
+		if err == nil && ours(m, info, size, crc) {
+			s.recordCompletion(ctx, m, info, parts)
+			return info, count, nil
+		}
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return store.ObjectInfo{}, 0, err
+		}
+		// The winner's record, written since, if another write replaced
+		// its object meanwhile.
+		if c, err := s.findCompletion(ctx, m.UploadID); c != nil || err != nil {
+			return c.answer(err)
+		}
+		return store.ObjectInfo{}, 0, uploadNotFound(m.UploadID)
+	case err != nil:
+		return store.ObjectInfo{}, 0, err
+	case errors.Is(cause, store.ErrPreconditionFailed):
+		// Our upload is still open: another object has the key.
+		if aerr := s.abort(context.WithoutCancel(ctx), m); aerr != nil {
+			s.log.WarnContext(ctx, "abort after if_none_match failure", "upload_id", m.UploadID, "err", aerr)
+		}
+		return store.ObjectInfo{}, 0, errorf(ErrAlreadyExists, "an object already exists under %q and the upload asked for if_none_match; the upload was aborted", m.Key)
+	}
+	return store.ObjectInfo{}, 0, errorf(store.ErrConflict, "upload %s changed during its completion; retry", m.UploadID)
 }
 
 // abort discards upload m: its multipart upload, then its manifest.

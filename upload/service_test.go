@@ -57,6 +57,13 @@ var svcProtocols = map[string][]connect.ClientOption{
 
 func newSvcEnv(t *testing.T, st store.Store) *svcEnv {
 	t.Helper()
+	return newSvcEnvWith(t, st, nil)
+}
+
+// newSvcEnvWith is newSvcEnv with the service's HTTP handler given to
+// wrap (nil: none), as middleware.
+func newSvcEnvWith(t *testing.T, st store.Store, wrap func(http.Handler) http.Handler) *svcEnv {
+	t.Helper()
 	if st == nil {
 		var err error
 		st, err = diskstore.New(t.TempDir())
@@ -71,7 +78,11 @@ func newSvcEnv(t *testing.T, st store.Store) *svcEnv {
 	}
 	mux := http.NewServeMux()
 	mux.Handle(ferryv1connect.NewUploadServiceHandler(svc, connect.WithReadMaxBytes(17*mib)))
-	srv := httptest.NewUnstartedServer(mux)
+	var h http.Handler = mux
+	if wrap != nil {
+		h = wrap(h)
+	}
+	srv := httptest.NewUnstartedServer(h)
 	srv.Config.Protocols = new(http.Protocols)
 	srv.Config.Protocols.SetHTTP1(true)
 	srv.Config.Protocols.SetUnencryptedHTTP2(true)
@@ -271,10 +282,15 @@ func TestUnaryParallelOutOfOrder(t *testing.T) {
 			if done.Msg.GetObject().GetSize() != int64(len(data)) || !bytes.Equal(env.readAll(t, key), data) {
 				t.Fatal("stored object differs")
 			}
-			// The upload is gone once completed.
-			_, err = client.GetUpload(ctx, connect.NewRequest(&ferryv1.GetUploadRequest{UploadId: id}))
-			if connect.CodeOf(err) != connect.CodeNotFound {
-				t.Fatalf("GetUpload after completion: %v, want NotFound", err)
+			// Once completed, the upload reports its object and every chunk
+			// committed, and completing it again returns the same object.
+			st, err = client.GetUpload(ctx, connect.NewRequest(&ferryv1.GetUploadRequest{UploadId: id}))
+			if err != nil || st.Msg.GetObject().GetEtag() != done.Msg.GetObject().GetEtag() || len(st.Msg.GetChunks()) != 5 || st.Msg.GetCommittedBytes() != int64(len(data)) {
+				t.Fatalf("GetUpload after completion: %v, %v; want the object and 5 chunks committed", st, err)
+			}
+			again, err := client.CompleteUpload(ctx, connect.NewRequest(&ferryv1.CompleteUploadRequest{UploadId: id, Crc32C: ptr(store.CRC32C(data))}))
+			if err != nil || again.Msg.GetObject().GetEtag() != done.Msg.GetObject().GetEtag() || again.Msg.GetChunkCount() != done.Msg.GetChunkCount() {
+				t.Fatalf("CompleteUpload again: %v, %v; want %v", again, err, done.Msg)
 			}
 		})
 	}

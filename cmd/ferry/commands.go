@@ -46,9 +46,10 @@ input (FILE "-") is read in sequence. Broken streams are retried and only
 the chunks that were in flight are sent again. If the upload still fails,
 its upload ID is printed and kept under the user's cache directory
 (FERRY_CACHE_DIR overrides it): running the same command again, or with
---resume ID, sends only the chunks the server does not have. If FILE
-changed since (size or modification time), the old upload is aborted and
-a new one started. A progress bar shows on a terminal, a plain line every
+--resume ID, sends only the chunks the server does not have; an upload
+the server had completed (its answer lost) ends at once with its object,
+once FILE is read to check it. If FILE changed since (size or
+modification time), the old upload is aborted and a new one started. A progress bar shows on a terminal, a plain line every
 5 seconds elsewhere, JSON lines with --json; --quiet shows none.
 --json prints the result as one JSON object.`,
 		Example: `  ferry upload ./video.mov videos/video.mov

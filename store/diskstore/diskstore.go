@@ -12,6 +12,7 @@
 //	uploads/<upload ID>/upload.json   the key, content type and metadata of an upload
 //	uploads/<upload ID>/part-NNNNN    one file per committed part (NNNNN: the part number)
 //	tmp/                              files and directories being written or removed
+//	lock                              the file a Store holds an exclusive lock on
 //
 // <hash> is the hex SHA-256 of the object's key and <hh> its first two
 // characters, so any UTF-8 key of up to 1024 bytes maps to one short file
@@ -48,10 +49,21 @@
 // So a crash at any moment leaves every object and part either as it was
 // or wholly replaced, never half written, and data and attributes can never
 // disagree because one rename commits both. A crash can leave garbage in
-// tmp/ only; [New] removes what a crash left there (directories being
-// deleted, and temp files not modified for an hour). A crash between
-// committing a completed object and removing its upload leaves the upload
-// open, to be completed again or aborted.
+// tmp/ only, and [New] removes all of it at once: the lock (below) proves
+// that no live process is still writing there. An object made by
+// completion records the upload it came from, so a crash between
+// committing the object and removing the upload is repaired too: [New]
+// removes such an upload, and a completion repeated meanwhile returns the
+// object instead of making it again.
+//
+// # One process per directory
+//
+// [New] takes an exclusive flock(2) on the directory's lock file, held
+// until [Store.Close] or the process's end (the kernel drops it even after
+// SIGKILL), and fails at once if another Store holds it: a second ferry
+// server on the same directory is refused with a clear error instead of
+// racing the first. (Where flock does not exist, as on Windows, there is
+// no lock, and New removes only temp files not modified for an hour.)
 //
 // Readers hold an open file: [Store.ReadObject] returns a reader over the
 // file it opened, so an object replaced or deleted during a read is read
@@ -60,11 +72,10 @@
 //
 // # Limits
 //
-// The store is for one process on one machine: use one [Store] per
-// directory. Calls on one multipart upload are ordered by a lock in memory
-// (completion and abort exclude each other and the commit of a part); the
-// rest is safe across processes, but two processes completing and aborting
-// one upload at once may both succeed. ListObjects reads the attributes of
+// The store is for one process on one machine, and its lock sees to it.
+// Calls on one multipart upload are ordered by a lock in memory
+// (completion and abort exclude each other and the commit of a part).
+// ListObjects reads the attributes of
 // every object to find the keys in a page, so it costs O(objects in the
 // store) file reads per call and memory proportional to maxKeys. The
 // directory must be on a file system with hard links and atomic rename
@@ -99,15 +110,16 @@ import (
 const defaultContentType = "application/octet-stream"
 
 // staleTempAge is how long a temp file must have gone unmodified before
-// [New] takes it for a crash's leftover and removes it. Writers modify
-// their temp file as data arrives, so only a writer stalled this long
-// could lose one.
+// [New], where it cannot lock the directory, takes it for a crash's
+// leftover and removes it. Writers modify their temp file as data
+// arrives, so only a writer stalled this long could lose one.
 const staleTempAge = time.Hour
 
 // Store is a [store.Store] in a local directory. It is safe for concurrent
 // use by several goroutines.
 type Store struct {
-	dir string
+	dir  string
+	lock *os.File // holds the directory's flock; nil without one
 
 	mu      sync.Mutex
 	uploads map[string]*uploadLock // by upload ID, while a call holds it
@@ -116,23 +128,55 @@ type Store struct {
 var _ store.Store = (*Store)(nil)
 
 // New opens the store in directory dir, creating the directory and its
-// layout if needed, and removes what a crash left in its tmp/ directory.
-// It returns an error if dir cannot be created or written.
+// layout if needed, and takes the directory's lock (see the package
+// documentation): it fails at once if another Store, in this process or
+// another, has the directory open. Then it repairs what a crash left:
+// it removes everything in tmp/, and the uploads whose completion had
+// committed their object. It returns an error if dir cannot be created,
+// locked or written. [Store.Close] releases the lock.
 func New(dir string) (*Store, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
-		return nil, fmt.Errorf("diskstore: %w", err)
+		return nil, fsError("", err)
 	}
 	s := &Store{dir: abs, uploads: make(map[string]*uploadLock)}
+	if err := os.MkdirAll(abs, 0o700); err != nil {
+		return nil, fsError("", err)
+	}
+	if s.lock, err = lockDir(abs); err != nil {
+		return nil, err
+	}
 	for _, d := range []string{s.objectsDir(), s.uploadsDir(), s.tmpDir()} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
-			return nil, fmt.Errorf("diskstore: %w", err)
+			s.Close()
+			return nil, fsError("", err)
 		}
 	}
-	if err := s.removeStaleTemps(time.Now().Add(-staleTempAge)); err != nil {
+	before := time.Now().Add(-staleTempAge)
+	if locked {
+		before = time.Now().Add(time.Hour) // everything: no live writer is left
+	}
+	if err := s.removeStaleTemps(before); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if err := s.removeCompletedUploads(); err != nil {
+		s.Close()
 		return nil, err
 	}
 	return s, nil
+}
+
+// Close releases the directory's lock, so that another Store may open it.
+// The Store must not be used afterwards. Closing a closed Store does
+// nothing.
+func (s *Store) Close() error {
+	if s.lock == nil {
+		return nil
+	}
+	err := s.lock.Close()
+	s.lock = nil
+	return err
 }
 
 func (s *Store) objectsDir() string { return filepath.Join(s.dir, "objects") }
@@ -147,11 +191,12 @@ func (s *Store) objectPath(key string) string {
 }
 
 // removeStaleTemps removes directories left being deleted (named gone-*),
-// and other entries of tmp/ not modified since before.
+// and other entries of tmp/ not modified since before: all of them when
+// the directory is locked.
 func (s *Store) removeStaleTemps(before time.Time) error {
 	entries, err := os.ReadDir(s.tmpDir())
 	if err != nil {
-		return fmt.Errorf("diskstore: %w", err)
+		return fsError("", err)
 	}
 	for _, e := range entries {
 		path := filepath.Join(s.tmpDir(), e.Name())
@@ -200,14 +245,14 @@ func copyData(w io.Writer, r io.Reader, size int64) (uint32, error) {
 		return 0, fmt.Errorf("diskstore: reader ended after %d of %d bytes: %w", n, size, io.ErrUnexpectedEOF)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("diskstore: copying data: %w", err)
+		return 0, fsError("copying data", err)
 	}
 	var one [1]byte
 	switch k, err := io.ReadFull(r, one[:]); {
 	case k > 0:
 		return 0, fmt.Errorf("diskstore: reader has more than the %d bytes declared", size)
 	case err != io.EOF:
-		return 0, fmt.Errorf("diskstore: copying data: %w", err)
+		return 0, fsError("copying data", err)
 	}
 	return crc.Sum32(), nil
 }
@@ -265,7 +310,7 @@ func (s *Store) commitObject(ctx context.Context, tmp *tempFile, a *objectAttrs,
 	}
 	path := s.objectPath(a.Key)
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return store.ObjectInfo{}, fmt.Errorf("diskstore: %w", err)
+		return store.ObjectInfo{}, fsError("", err)
 	}
 	if err := tmp.commit(path, ifNoneMatch); err != nil {
 		if errors.Is(err, fs.ErrExist) {
@@ -287,7 +332,7 @@ func (s *Store) openObject(key string) (*os.File, *objectAttrs, error) {
 		return nil, nil, fmt.Errorf("diskstore: %q: %w", key, store.ErrNotFound)
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("diskstore: %w", err)
+		return nil, nil, fsError("", err)
 	}
 	a := new(objectAttrs)
 	if err := readAttrs(f, a); err != nil {
@@ -365,7 +410,7 @@ func (s *Store) DeleteObject(ctx context.Context, key string) error {
 		if isNotExist(err) {
 			return nil
 		}
-		return fmt.Errorf("diskstore: %w", err)
+		return fsError("", err)
 	}
 	return syncDir(filepath.Dir(path))
 }
@@ -383,7 +428,7 @@ func (s *Store) ListObjects(ctx context.Context, prefix, startAfter string, maxK
 	var best []store.ObjectInfo
 	fanout, err := os.ReadDir(s.objectsDir())
 	if err != nil {
-		return store.ListResult{}, fmt.Errorf("diskstore: %w", err)
+		return store.ListResult{}, fsError("", err)
 	}
 	for _, d := range fanout {
 		if err := ctx.Err(); err != nil {
@@ -395,7 +440,7 @@ func (s *Store) ListObjects(ctx context.Context, prefix, startAfter string, maxK
 		dir := filepath.Join(s.objectsDir(), d.Name())
 		files, err := os.ReadDir(dir)
 		if err != nil {
-			return store.ListResult{}, fmt.Errorf("diskstore: %w", err)
+			return store.ListResult{}, fsError("", err)
 		}
 		for _, fe := range files {
 			if len(fe.Name()) != sha256.Size*2 {

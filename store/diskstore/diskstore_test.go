@@ -159,6 +159,9 @@ func TestReopen(t *testing.T) {
 	id := create(t, s, "upload")
 	part := uploadPart(t, s, "upload", id, 1, []byte("part one"))
 
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
 	s = newStore(t, dir)
 	if info, err := s.StatObject(t.Context(), "object"); err != nil || info.ETag != obj.ETag {
 		t.Errorf("StatObject after reopening = %+v, %v; want ETag %q", info, err, obj.ETag)
@@ -179,13 +182,14 @@ func TestReopen(t *testing.T) {
 	}
 }
 
-// TestRemovesCrashLeftovers: New removes upload directories left being
-// deleted and temp files not modified for an hour, and keeps younger ones,
-// which may belong to a write in progress.
+// TestRemovesCrashLeftovers: New removes everything in tmp/, however
+// recent: holding the directory's lock, it knows no live process writes
+// there (issue 12, finding 12: a crashed server's temp files stayed for an
+// hour).
 func TestRemovesCrashLeftovers(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	newStore(t, dir)
+	newStore(t, dir).Close()
 	tmp := filepath.Join(dir, "tmp")
 	old := time.Now().Add(-2 * time.Hour)
 	mk := func(name string, isDir bool, mtime time.Time) {
@@ -208,8 +212,96 @@ func TestRemovesCrashLeftovers(t *testing.T) {
 	mk("part-fresh", false, time.Now())
 	mk("upload-fresh", true, time.Now())
 	newStore(t, dir)
-	if got, want := names(t, tmp), []string{"part-fresh", "upload-fresh"}; !slices.Equal(got, want) {
-		t.Errorf("tmp/ after New holds %q, want %q", got, want)
+	if got := names(t, tmp); len(got) != 0 {
+		t.Errorf("tmp/ after New holds %q, want nothing", got)
+	}
+}
+
+// TestLock: a directory serves one Store at a time, in this process or
+// another; the second New fails at once and says why, and Close lets the
+// next one in.
+func TestLock(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s := newStore(t, dir)
+	put(t, s, "kept", []byte("x"))
+	_, err := diskstore.New(dir)
+	if err == nil || !strings.Contains(err.Error(), "in use by another process") {
+		t.Fatalf("second New on a directory in use = %v, want an error saying it is in use", err)
+	}
+	if _, err := s.StatObject(t.Context(), "kept"); err != nil {
+		t.Fatalf("the first Store after a refused second one: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = newStore(t, dir)
+	if _, err := s.StatObject(t.Context(), "kept"); err != nil {
+		t.Fatalf("StatObject after Close and New = %v", err)
+	}
+}
+
+// TestCrashBetweenCommitAndRemoval puts the directory in the state a crash
+// between the two steps of a completion leaves (the object committed, the
+// upload still there, with its parts) and checks the repairs: a repeated
+// completion, with or without IfNoneMatch, returns the object it made
+// instead of failing or making a new one, and New removes the upload.
+func TestCrashBetweenCommitAndRemoval(t *testing.T) {
+	t.Parallel()
+	for _, ifNoneMatch := range []bool{false, true} {
+		dir := t.TempDir()
+		s := newStore(t, dir)
+		data := []byte("completed before the crash")
+		crashed := func(key string) (string, store.Part, store.ObjectInfo) {
+			id := create(t, s, key)
+			p := uploadPart(t, s, key, id, 1, data)
+			saved := filepath.Join(t.TempDir(), id)
+			if err := os.CopyFS(saved, os.DirFS(filepath.Join(dir, "uploads", id))); err != nil {
+				t.Fatal(err)
+			}
+			info, err := s.CompleteMultipartUpload(t.Context(), key, id, []store.Part{p}, store.CompleteOptions{CRC32C: p.CRC32C, IfNoneMatch: ifNoneMatch})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// As if the removal had not happened.
+			if err := os.CopyFS(filepath.Join(dir, "uploads", id), os.DirFS(saved)); err != nil {
+				t.Fatal(err)
+			}
+			return id, p, info
+		}
+		id, p, info := crashed("object")
+		again, err := s.CompleteMultipartUpload(t.Context(), "object", id, []store.Part{p}, store.CompleteOptions{CRC32C: p.CRC32C, IfNoneMatch: ifNoneMatch})
+		if err != nil || again.ETag != info.ETag || again.Size != info.Size || again.CRC32C != info.CRC32C {
+			t.Errorf("if_none_match %v: repeated completion = %+v, %v; want the object it made, %+v", ifNoneMatch, again, err, info)
+		}
+		if got := names(t, filepath.Join(dir, "uploads")); len(got) != 0 {
+			t.Errorf("uploads/ after the repeated completion holds %q", got)
+		}
+		if _, err := s.CompleteMultipartUpload(t.Context(), "object", id, []store.Part{p}, store.CompleteOptions{CRC32C: p.CRC32C}); !errors.Is(err, store.ErrUploadNotFound) {
+			t.Errorf("completion once the upload is gone = %v, want ErrUploadNotFound", err)
+		}
+
+		id, _, info = crashed("second")
+		if _, err := s.CompleteMultipartUpload(t.Context(), "second", id, []store.Part{p}, store.CompleteOptions{CRC32C: p.CRC32C + 1}); !errors.Is(err, store.ErrChecksumMismatch) {
+			t.Errorf("repeated completion with another CRC32C = %v, want ErrChecksumMismatch", err)
+		}
+		s.Close()
+		s = newStore(t, dir)
+		if got := names(t, filepath.Join(dir, "uploads")); len(got) != 0 {
+			t.Errorf("uploads/ after New holds %q, want the completed upload removed", got)
+		}
+		if st, err := s.StatObject(t.Context(), "second"); err != nil || st.ETag != info.ETag {
+			t.Errorf("object after New = %+v, %v; want %+v", st, err, info)
+		}
+		// An upload whose object another write replaced is left alone.
+		open := create(t, s, "object")
+		uploadPart(t, s, "object", open, 1, data)
+		s.Close()
+		s = newStore(t, dir)
+		if got := names(t, filepath.Join(dir, "uploads")); !slices.Equal(got, []string{open}) {
+			t.Errorf("uploads/ after New holds %q, want the open upload %s", got, open)
+		}
+		s.Close()
 	}
 }
 

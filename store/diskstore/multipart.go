@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -95,7 +96,17 @@ func parsePartName(name string) (int, bool) {
 // readUpload returns the upload with ID id, which must be an upload of
 // key, or an error wrapping [store.ErrUploadNotFound].
 func (s *Store) readUpload(key, id string) (*uploadInfo, error) {
-	notFound := fmt.Errorf("diskstore: upload %q of %q: %w", id, key, store.ErrUploadNotFound)
+	u, err := s.readUploadInfo(id)
+	if errors.Is(err, store.ErrUploadNotFound) || err == nil && u.Key != key {
+		return nil, fmt.Errorf("diskstore: upload %q of %q: %w", id, key, store.ErrUploadNotFound)
+	}
+	return u, err
+}
+
+// readUploadInfo returns the upload.json of upload id, or an error wrapping
+// [store.ErrUploadNotFound].
+func (s *Store) readUploadInfo(id string) (*uploadInfo, error) {
+	notFound := fmt.Errorf("diskstore: upload %q: %w", id, store.ErrUploadNotFound)
 	// Only IDs this store could have made name a directory: this also
 	// keeps an ID like "../x" from naming a path outside uploads/.
 	if u, err := uuid.Parse(id); err != nil || u.String() != id {
@@ -106,14 +117,11 @@ func (s *Store) readUpload(key, id string) (*uploadInfo, error) {
 		return nil, notFound
 	}
 	if err != nil {
-		return nil, fmt.Errorf("diskstore: %w", err)
+		return nil, fsError("", err)
 	}
 	u := new(uploadInfo)
 	if err := json.Unmarshal(b, u); err != nil {
 		return nil, fmt.Errorf("%w: upload %s: %v", errCorrupt, id, err)
-	}
-	if u.Key != key {
-		return nil, notFound
 	}
 	return u, nil
 }
@@ -136,13 +144,13 @@ func (s *Store) CreateMultipartUpload(ctx context.Context, key string, opts stor
 		Created:     time.Now().UTC(),
 	})
 	if err != nil {
-		return "", fmt.Errorf("diskstore: %w", err)
+		return "", fsError("", err)
 	}
 	// The upload's directory is made whole in tmp/, then renamed into
 	// uploads/: an upload exists with its upload.json, or not at all.
 	tmp, err := os.MkdirTemp(s.tmpDir(), "upload-*")
 	if err != nil {
-		return "", fmt.Errorf("diskstore: %w", err)
+		return "", fsError("", err)
 	}
 	defer os.RemoveAll(tmp) // a no-op once renamed
 	if err := writeFileSync(filepath.Join(tmp, uploadInfoName), b); err != nil {
@@ -153,7 +161,7 @@ func (s *Store) CreateMultipartUpload(ctx context.Context, key string, opts stor
 	}
 	id := uuid.NewString()
 	if err := os.Rename(tmp, s.uploadDir(id)); err != nil {
-		return "", fmt.Errorf("diskstore: %w", err)
+		return "", fsError("", err)
 	}
 	if err := syncDir(s.uploadsDir()); err != nil {
 		return "", err
@@ -165,7 +173,7 @@ func (s *Store) CreateMultipartUpload(ctx context.Context, key string, opts stor
 func writeFileSync(path string, b []byte) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return fmt.Errorf("diskstore: %w", err)
+		return fsError("", err)
 	}
 	_, err = f.Write(b)
 	if err == nil {
@@ -175,7 +183,7 @@ func writeFileSync(path string, b []byte) error {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("diskstore: %w", err)
+		return fsError("", err)
 	}
 	return nil
 }
@@ -274,7 +282,7 @@ func (s *Store) ListParts(ctx context.Context, key, uploadID string, partNumberM
 		return store.ListPartsResult{}, notFound
 	}
 	if err != nil {
-		return store.ListPartsResult{}, fmt.Errorf("diskstore: %w", err)
+		return store.ListPartsResult{}, fsError("", err)
 	}
 	var numbers []int
 	for _, e := range entries {
@@ -314,7 +322,10 @@ func (s *Store) ListParts(ctx context.Context, key, uploadID string, partNumberM
 // rename, or with opts.IfNoneMatch is linked in only if the key is free
 // ([store.ErrPreconditionFailed] otherwise; the upload stays open). Then
 // the upload is removed. Returns [store.ErrUploadNotFound] for an unknown
-// upload.
+// upload. The object records the upload it came from: when the object
+// under key is already this upload's (a crash struck after its commit,
+// before the upload was removed), the upload is removed and that object
+// returned, provided opts.CRC32C is its CRC32C.
 func (s *Store) CompleteMultipartUpload(ctx context.Context, key, uploadID string, parts []store.Part, opts store.CompleteOptions) (store.ObjectInfo, error) {
 	if err := ctx.Err(); err != nil {
 		return store.ObjectInfo{}, err
@@ -324,6 +335,17 @@ func (s *Store) CompleteMultipartUpload(ctx context.Context, key, uploadID strin
 	u, err := s.readUpload(key, uploadID)
 	if err != nil {
 		return store.ObjectInfo{}, err
+	}
+	if a, err := s.completedBy(key, uploadID); err != nil {
+		return store.ObjectInfo{}, err
+	} else if a != nil {
+		if a.CRC32C != opts.CRC32C {
+			return store.ObjectInfo{}, fmt.Errorf("diskstore: upload %q made %q with CRC32C %08x, not %08x: %w", uploadID, key, a.CRC32C, opts.CRC32C, store.ErrChecksumMismatch)
+		}
+		if err := s.removeUpload(uploadID); err != nil {
+			return store.ObjectInfo{}, err
+		}
+		return a.info(), nil
 	}
 	if len(parts) == 0 {
 		return store.ObjectInfo{}, fmt.Errorf("diskstore: completion names no parts: %w", store.ErrInvalidPart)
@@ -373,14 +395,60 @@ func (s *Store) CompleteMultipartUpload(ctx context.Context, key, uploadID strin
 		CRC32C:       crc,
 		HasCRC32C:    true,
 		LastModified: time.Now().UTC(),
+		UploadID:     uploadID,
 	}, opts.IfNoneMatch)
 	if err != nil {
 		return store.ObjectInfo{}, err
 	}
 	// The object is committed, so the completion succeeded. Should the
-	// upload's removal fail, the upload stays open until it is aborted.
+	// upload's removal fail, or a crash prevent it, a repeated completion
+	// or the next [New] removes it.
 	_ = s.removeUpload(uploadID)
 	return info, nil
+}
+
+// completedBy returns the attributes of the object under key when upload
+// uploadID made it, and nil when there is no object or another write made
+// it.
+func (s *Store) completedBy(key, uploadID string) (*objectAttrs, error) {
+	f, a, err := s.openObject(key)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	f.Close()
+	if a.UploadID != uploadID {
+		return nil, nil
+	}
+	return a, nil
+}
+
+// removeCompletedUploads removes every upload whose object is committed,
+// which only a crash between the two steps of a completion leaves.
+func (s *Store) removeCompletedUploads() error {
+	entries, err := os.ReadDir(s.uploadsDir())
+	if err != nil {
+		return fsError("", err)
+	}
+	for _, e := range entries {
+		id := e.Name()
+		u, err := s.readUploadInfo(id)
+		if err != nil {
+			continue // not an upload, or removed meanwhile: nothing to repair
+		}
+		a, err := s.completedBy(u.Key, id)
+		if err != nil {
+			return err
+		}
+		if a != nil {
+			if err := s.removeUpload(id); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // checkPart returns the attributes of the committed part p names, or an
@@ -418,11 +486,11 @@ func (s *Store) appendPart(dst *os.File, uploadID string, p store.Part) error {
 		return fmt.Errorf("diskstore: part %d changed during completion: %w", p.Number, store.ErrInvalidPart)
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return fmt.Errorf("diskstore: %w", err)
+		return fsError("", err)
 	}
 	n, err := io.Copy(dst, io.LimitReader(f, a.Size))
 	if err != nil {
-		return fmt.Errorf("diskstore: copying part %d: %w", p.Number, err)
+		return fsError(fmt.Sprintf("copying part %d", p.Number), err)
 	}
 	if n != a.Size {
 		return fmt.Errorf("%w: part %d yielded %d of its %d bytes", errCorrupt, p.Number, n, a.Size)
@@ -450,19 +518,63 @@ func (s *Store) AbortMultipartUpload(ctx context.Context, key, uploadID string) 
 	return nil
 }
 
+// ListMultipartUploads returns up to maxUploads (1 to 1000; other values
+// mean 1000) open uploads of key, oldest first (by creation time, then
+// upload ID), after the upload uploadIDMarker. It reads the upload.json of
+// every open upload, so it costs O(open uploads) file reads.
+func (s *Store) ListMultipartUploads(ctx context.Context, key, uploadIDMarker string, maxUploads int) (store.ListUploadsResult, error) {
+	if maxUploads <= 0 || maxUploads > 1000 {
+		maxUploads = 1000
+	}
+	if err := ctx.Err(); err != nil {
+		return store.ListUploadsResult{}, err
+	}
+	entries, err := os.ReadDir(s.uploadsDir())
+	if err != nil {
+		return store.ListUploadsResult{}, fsError("", err)
+	}
+	var all []store.MultipartUpload
+	for _, e := range entries {
+		u, err := s.readUploadInfo(e.Name())
+		if errors.Is(err, store.ErrUploadNotFound) {
+			continue // removed meanwhile, or not an upload
+		}
+		if err != nil {
+			return store.ListUploadsResult{}, err
+		}
+		if u.Key == key {
+			all = append(all, store.MultipartUpload{Key: key, UploadID: e.Name(), Initiated: u.Created})
+		}
+	}
+	slices.SortFunc(all, func(a, b store.MultipartUpload) int {
+		return cmp.Or(a.Initiated.Compare(b.Initiated), strings.Compare(a.UploadID, b.UploadID))
+	})
+	if uploadIDMarker != "" {
+		i := slices.IndexFunc(all, func(u store.MultipartUpload) bool { return u.UploadID == uploadIDMarker })
+		all = all[i+1:] // a marker no longer listed (removed meanwhile) starts over
+	}
+	var res store.ListUploadsResult
+	if len(all) > maxUploads {
+		all, res.IsTruncated = all[:maxUploads], true
+		res.NextUploadIDMarker = all[len(all)-1].UploadID
+	}
+	res.Uploads = all
+	return res, nil
+}
+
 // removeUpload removes an upload: the rename of its directory into tmp/
 // is the instant it stops existing; deleting the files follows, and what
 // a crash leaves of them [New] deletes.
 func (s *Store) removeUpload(uploadID string) error {
 	gone := filepath.Join(s.tmpDir(), gonePrefix+uploadID)
 	if err := os.Rename(s.uploadDir(uploadID), gone); err != nil {
-		return fmt.Errorf("diskstore: removing upload: %w", err)
+		return fsError("removing upload", err)
 	}
 	if err := syncDir(s.uploadsDir()); err != nil {
 		return err
 	}
 	if err := os.RemoveAll(gone); err != nil {
-		return fmt.Errorf("diskstore: removing upload: %w", err)
+		return fsError("removing upload", err)
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/ferryhq/ferry/store"
@@ -41,6 +42,10 @@ type objectAttrs struct {
 	CRC32C       uint32            `json:"crc32c"`
 	HasCRC32C    bool              `json:"hasCRC32C"`
 	LastModified time.Time         `json:"lastModified"`
+	// UploadID names the multipart upload whose completion made the
+	// object; empty for PutObject. It lets a repeated completion, and
+	// [New] after a crash, know the upload is done.
+	UploadID string `json:"uploadID,omitempty"`
 }
 
 func (a *objectAttrs) size() int64 { return a.Size }
@@ -81,7 +86,7 @@ type attrs interface{ size() int64 }
 func writeAttrs(f *os.File, a attrs) error {
 	b, err := json.Marshal(a)
 	if err != nil {
-		return fmt.Errorf("diskstore: encoding attributes: %w", err)
+		return fsError("encoding attributes", err)
 	}
 	if len(b) > maxAttributeSize {
 		return fmt.Errorf("diskstore: attributes of %d bytes exceed the limit of %d", len(b), maxAttributeSize)
@@ -89,7 +94,7 @@ func writeAttrs(f *os.File, a attrs) error {
 	b = binary.BigEndian.AppendUint32(b, uint32(len(b)))
 	b = append(b, recordMagic...)
 	if _, err := f.Write(b); err != nil {
-		return fmt.Errorf("diskstore: writing attributes: %w", err)
+		return fsError("writing attributes", err)
 	}
 	return nil
 }
@@ -137,7 +142,7 @@ type tempFile struct {
 func (s *Store) createTemp(pattern string) (*tempFile, error) {
 	f, err := os.CreateTemp(s.tmpDir(), pattern)
 	if err != nil {
-		return nil, fmt.Errorf("diskstore: creating a temp file: %w", err)
+		return nil, fsError("creating a temp file", err)
 	}
 	return &tempFile{File: f}, nil
 }
@@ -161,21 +166,21 @@ func (t *tempFile) discard() {
 func (t *tempFile) commit(path string, noClobber bool) error {
 	defer t.discard()
 	if err := t.Sync(); err != nil {
-		return fmt.Errorf("diskstore: %w", err)
+		return fsError("", err)
 	}
 	if err := t.Close(); err != nil {
-		return fmt.Errorf("diskstore: %w", err)
+		return fsError("", err)
 	}
 	t.done = true
 	if noClobber {
 		err := os.Link(t.Name(), path)
 		os.Remove(t.Name())
 		if err != nil {
-			return fmt.Errorf("diskstore: %w", err)
+			return fsError("", err)
 		}
 	} else if err := os.Rename(t.Name(), path); err != nil {
 		os.Remove(t.Name())
-		return fmt.Errorf("diskstore: %w", err)
+		return fsError("", err)
 	}
 	return syncDir(filepath.Dir(path))
 }
@@ -185,14 +190,29 @@ func (t *tempFile) commit(path string, noClobber bool) error {
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
-		return fmt.Errorf("diskstore: %w", err)
+		return fsError("", err)
 	}
 	defer d.Close()
 	if err := d.Sync(); err != nil {
-		return fmt.Errorf("diskstore: syncing directory: %w", err)
+		return fsError("syncing directory", err)
 	}
 	return nil
 }
 
 // isNotExist reports whether err says a file or directory does not exist.
 func isNotExist(err error) bool { return errors.Is(err, fs.ErrNotExist) }
+
+// fsError wraps an error of the file system with the package's name and
+// what was being done (may be empty). Running out of space or quota
+// (ENOSPC, EDQUOT) also wraps [store.ErrInsufficientStorage], so that the
+// caller can tell a full disk, which frees up, from a broken one.
+func fsError(what string, err error) error {
+	prefix := "diskstore: "
+	if what != "" {
+		prefix += what + ": "
+	}
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return fmt.Errorf("%s%w: %w", prefix, store.ErrInsufficientStorage, err)
+	}
+	return fmt.Errorf("%s%w", prefix, err)
+}

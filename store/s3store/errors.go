@@ -48,6 +48,10 @@ var s3Sentinels = map[string]error{
 	"Throttling":                 store.ErrUnavailable,
 	"RequestLimitExceeded":       store.ErrUnavailable,
 	"XMinioServerNotInitialized": store.ErrUnavailable,
+	// Out of space: MinIO's drives are at their free-space threshold
+	// (HTTP 507), or a bucket quota is reached.
+	"XMinioStorageFull":              store.ErrInsufficientStorage,
+	"XMinioAdminBucketQuotaExceeded": store.ErrInsufficientStorage,
 	// The server refuses the key's name. No key that passes
 	// store.ValidateKey is refused; these keep the refusal of any other
 	// invalid_argument, with the server's reason, instead of internal.
@@ -77,7 +81,9 @@ var s3Sentinels = map[string]error{
 // codes are read.
 //
 //   - A [minio.ErrorResponse] is looked up by code in s3Sentinels; any
-//     other 5xx status is [store.ErrUnavailable].
+//     507 (Insufficient Storage), and MinIO's InternalError "...:
+//     cause(no space left on device)", is [store.ErrInsufficientStorage];
+//     any other 5xx status [store.ErrUnavailable].
 //   - minio-go's own refusal of a key or prefix before any request (a key
 //     of only white space, over 1024 bytes, not UTF-8: a plain error from
 //     package s3utils) is [store.ErrInvalidKey] with minio-go's reason.
@@ -102,6 +108,13 @@ func mapError(op, key string, err error) error {
 			msg = http.StatusText(resp.StatusCode)
 		}
 		sentinel := s3Sentinels[resp.Code]
+		if resp.StatusCode == http.StatusInsufficientStorage ||
+			resp.Code == "InternalError" && strings.Contains(msg, "no space left on device") {
+			// MinIO answers a write that met ENOSPC on its drive
+			// (before its free-space check caught up) with a plain
+			// InternalError whose message names the cause.
+			sentinel = store.ErrInsufficientStorage
+		}
 		if sentinel == nil && resp.StatusCode >= 500 {
 			sentinel = store.ErrUnavailable
 		}

@@ -45,6 +45,11 @@ func TestMapError(t *testing.T) {
 		{"ServiceUnavailable", s3("ServiceUnavailable", 503), store.ErrUnavailable},
 		{"InternalError", s3("InternalError", 500), store.ErrUnavailable},
 		{"Any5xx", s3("", 502), store.ErrUnavailable},
+		{"XMinioStorageFull", s3("XMinioStorageFull", 507), store.ErrInsufficientStorage},
+		{"BucketQuota", s3("XMinioAdminBucketQuotaExceeded", 400), store.ErrInsufficientStorage},
+		{"Any507", s3("", 507), store.ErrInsufficientStorage},
+		{"MinIOENOSPC", minio.ErrorResponse{Code: "InternalError", StatusCode: 500,
+			Message: "message from S3: cause(no space left on device)"}, store.ErrInsufficientStorage},
 		{"Wrapped", fmt.Errorf("context: %w", s3("NoSuchKey", 404)), store.ErrNotFound},
 		{"XMinioInvalidObjectName", s3("XMinioInvalidObjectName", 400), store.ErrInvalidKey},
 		{"XMinioInvalidResourceName", s3("XMinioInvalidResourceName", 400), store.ErrInvalidKey},
@@ -66,7 +71,7 @@ func TestMapError(t *testing.T) {
 		{"Other", errors.New("something else"), nil},
 	}
 	sentinels := []error{store.ErrNotFound, store.ErrUploadNotFound, store.ErrPreconditionFailed, store.ErrInvalidPart,
-		store.ErrChecksumMismatch, store.ErrInvalidRange, store.ErrConflict, store.ErrUnavailable,
+		store.ErrChecksumMismatch, store.ErrInvalidRange, store.ErrConflict, store.ErrUnavailable, store.ErrInsufficientStorage,
 		store.ErrInvalidKey, store.ErrKeyConflict}
 	for _, tt := range tests {
 		got := mapError("Op", "key", tt.err)

@@ -1,6 +1,7 @@
 package s3store
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/binary"
@@ -276,6 +277,38 @@ func (s *Store) AbortMultipartUpload(ctx context.Context, key, uploadID string) 
 		return mapError("AbortMultipartUpload", key, err)
 	}
 	return nil
+}
+
+// ListMultipartUploads implements [store.Store]: one ListMultipartUploads
+// request with key as the prefix. maxUploads outside 1 to 1000 is taken as
+// 1000. MinIO answers with the uploads of that exact key; AWS with those of
+// every key under it, which sort after key's own and are left out.
+func (s *Store) ListMultipartUploads(ctx context.Context, key, uploadIDMarker string, maxUploads int) (store.ListUploadsResult, error) {
+	if maxUploads < 1 || maxUploads > maxListParts {
+		maxUploads = maxListParts
+	}
+	keyMarker := ""
+	if uploadIDMarker != "" && !strings.HasSuffix(key, "/") {
+		// S3 reads upload-id-marker only with a key-marker; MinIO refuses
+		// a key-marker ending in "/" with one.
+		keyMarker = key
+	}
+	res, err := s.core.ListMultipartUploads(ctx, s.bucket, key, keyMarker, uploadIDMarker, "", maxUploads)
+	if err != nil {
+		return store.ListUploadsResult{}, mapError("ListMultipartUploads", key, err)
+	}
+	var out store.ListUploadsResult
+	for _, u := range res.Uploads {
+		if u.Key != key {
+			return out, nil // another key under the prefix: key's uploads are done
+		}
+		out.Uploads = append(out.Uploads, store.MultipartUpload{Key: u.Key, UploadID: u.UploadID, Initiated: u.Initiated})
+	}
+	if res.IsTruncated && len(out.Uploads) > 0 && (res.NextKeyMarker == "" || res.NextKeyMarker == key) {
+		out.IsTruncated = true
+		out.NextUploadIDMarker = cmp.Or(res.NextUploadIDMarker, out.Uploads[len(out.Uploads)-1].UploadID)
+	}
+	return out, nil
 }
 
 // encodeCRC32C is the S3 form of a CRC32C: base64 of its 4 big-endian bytes.

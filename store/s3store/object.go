@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"strings"
 
@@ -121,7 +122,8 @@ func readAll(r io.Reader, size int64) ([]byte, uint32, error) {
 // starts at 0 (the first request of every download) is read with a plain
 // GET, which carries the checksum, cut at length: a small object then
 // costs one request instead of two; for a larger one the rest of the body
-// is dropped with the connection when the reader is closed.
+// is dropped with the connection when the reader is closed. A length that
+// would take the range past the largest int64 reads to the end.
 func (s *Store) ReadObject(ctx context.Context, key string, offset, length int64, opts store.ReadOptions) (io.ReadCloser, store.ObjectInfo, error) {
 	if offset < 0 {
 		return nil, store.ObjectInfo{}, fmt.Errorf("s3 ReadObject %q: %w: negative offset %d", key, store.ErrInvalidRange, offset)
@@ -142,11 +144,16 @@ func (s *Store) ReadObject(ctx context.Context, key string, offset, length int64
 			return nil, store.ObjectInfo{}, fmt.Errorf("s3 ReadObject %q: %w", key, err)
 		}
 	}
+	if length > math.MaxInt64-offset {
+		// offset+length would overflow: no object is that long, so the
+		// range is to the end.
+		length = -1
+	}
 	ranged := offset > 0
 	var err error
 	switch {
 	case offset > 0 && length > 0:
-		err = gopts.SetRange(offset, offset+length-1)
+		err = gopts.SetRange(offset, offset+length-1) // no overflow: checked above
 	case offset > 0:
 		err = gopts.SetRange(offset, 0) // bytes=offset-
 	}

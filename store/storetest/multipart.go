@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ferryhq/ferry/store"
 	"github.com/google/uuid"
@@ -496,4 +498,81 @@ func testUnknownUploadID(t *testing.T, e env) {
 			t.Errorf("AbortMultipartUpload = %v", err)
 		}
 	})
+}
+
+// testListMultipartUploads: the open uploads of exactly one key are
+// listed, oldest first, in pages; completed and aborted ones are not, nor
+// those of keys that extend it or that it extends.
+func testListMultipartUploads(t *testing.T, e env) {
+	key := e.key("kk")
+	before := time.Now()
+	var ids []string
+	for range 3 {
+		ids = append(ids, e.createUpload(t, key, store.CreateOptions{}))
+	}
+	for _, other := range []string{e.key("kk2"), e.key("kk/x"), e.key("k")} {
+		id := e.createUpload(t, other, store.CreateOptions{})
+		t.Cleanup(func() { _ = e.s.AbortMultipartUpload(t.Context(), other, id) })
+	}
+	after := time.Now()
+	list := func(max int) []store.MultipartUpload {
+		t.Helper()
+		var all []store.MultipartUpload
+		marker := ""
+		for page := 0; ; page++ {
+			if page > 10 {
+				t.Fatalf("ListMultipartUploads(maxUploads %d) returned more than 10 pages", max)
+			}
+			res, err := e.s.ListMultipartUploads(t.Context(), key, marker, max)
+			if err != nil {
+				t.Fatalf("ListMultipartUploads(%q, %q, %d) = %v", key, marker, max, err)
+			}
+			if len(res.Uploads) > max {
+				t.Fatalf("ListMultipartUploads(maxUploads %d) returned %d uploads", max, len(res.Uploads))
+			}
+			all = append(all, res.Uploads...)
+			if !res.IsTruncated {
+				return all
+			}
+			marker = res.NextUploadIDMarker
+		}
+	}
+	for _, max := range []int{1000, 1, 2} {
+		got := list(max)
+		var gotIDs []string
+		for i, u := range got {
+			gotIDs = append(gotIDs, u.UploadID)
+			if u.Key != key {
+				t.Errorf("ListMultipartUploads(%q) listed an upload of %q", key, u.Key)
+			}
+			// Clocks differ (S3's and this one): a minute of slack.
+			if u.Initiated.Before(before.Add(-time.Minute)) || u.Initiated.After(after.Add(time.Minute)) {
+				t.Errorf("upload %s initiated at %v, want between %v and %v", u.UploadID, u.Initiated, before, after)
+			}
+			if i > 0 && u.Initiated.Before(got[i-1].Initiated) {
+				t.Errorf("uploads not oldest first: %v after %v", u.Initiated, got[i-1].Initiated)
+			}
+		}
+		slices.Sort(gotIDs)
+		want := slices.Sorted(slices.Values(ids))
+		if !slices.Equal(gotIDs, want) {
+			t.Errorf("ListMultipartUploads(%q, maxUploads %d) = %q, want %q", key, max, gotIDs, want)
+		}
+	}
+
+	data := []byte("listed")
+	p := e.uploadPart(t, key, ids[0], 1, data)
+	e.complete(t, key, ids[0], []store.Part{p}, store.CompleteOptions{CRC32C: store.CRC32C(data)})
+	if err := e.s.AbortMultipartUpload(t.Context(), key, ids[1]); err != nil {
+		t.Fatalf("AbortMultipartUpload = %v", err)
+	}
+	if got := list(1000); len(got) != 1 || got[0].UploadID != ids[2] {
+		t.Errorf("after a completion and an abort, ListMultipartUploads = %+v, want only %s", got, ids[2])
+	}
+	if err := e.s.AbortMultipartUpload(t.Context(), key, ids[2]); err != nil {
+		t.Fatalf("AbortMultipartUpload = %v", err)
+	}
+	if got := list(1000); len(got) != 0 {
+		t.Errorf("with no upload open, ListMultipartUploads = %+v", got)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -154,7 +155,8 @@ func testPutObjectIfNoneMatchConcurrent(t *testing.T, e env) {
 
 // testReadObjectRanges: offset and length select [offset, offset+length),
 // cut short at the end; offset == size gives no bytes, offset > size
-// ErrInvalidRange. The ObjectInfo describes the whole object.
+// ErrInvalidRange, whatever the length, also where offset+length would
+// overflow an int64. The ObjectInfo describes the whole object.
 func testReadObjectRanges(t *testing.T, e env) {
 	const size = 1000
 	data := testData(130, size)
@@ -185,6 +187,23 @@ func testReadObjectRanges(t *testing.T, e env) {
 		{empty, 0, -1, []byte{}, nil},
 		{empty, 0, 10, []byte{}, nil},
 		{empty, 1, -1, nil, store.ErrInvalidRange},
+		// Lengths and offsets near the int64 limit: offset+length
+		// overflows, and must read to the end, not fail.
+		{key, 0, math.MaxInt64, data, nil},
+		{key, 1, math.MaxInt64, data[1:], nil},
+		{key, 2, math.MaxInt64, data[2:], nil},
+		{key, 2, math.MaxInt64 - 1, data[2:], nil},
+		{key, 999, math.MaxInt64, data[999:], nil},
+		{key, 999, math.MaxInt64 - 998, data[999:], nil},
+		{key, size, math.MaxInt64, []byte{}, nil},
+		{key, size + 1, math.MaxInt64, nil, store.ErrInvalidRange},
+		{key, math.MaxInt64, 1, nil, store.ErrInvalidRange},
+		{key, math.MaxInt64, math.MaxInt64, nil, store.ErrInvalidRange},
+		{key, math.MaxInt64, -1, nil, store.ErrInvalidRange},
+		{key, math.MaxInt64, 0, nil, store.ErrInvalidRange},
+		{empty, 0, math.MaxInt64, []byte{}, nil},
+		{empty, 1, math.MaxInt64, nil, store.ErrInvalidRange},
+		{empty, math.MaxInt64, math.MaxInt64, nil, store.ErrInvalidRange},
 	}
 	for _, tt := range tests {
 		what := fmt.Sprintf("ReadObject(%s, offset %d, length %d)", tt.key[len(e.prefix):], tt.offset, tt.length)

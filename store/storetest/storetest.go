@@ -65,6 +65,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"NothingVisibleBeforeCompletion", testNothingVisibleBeforeCompletion},
 		{"AbortMultipartUpload", testAbortMultipartUpload},
 		{"CompletedUploadIsGone", testCompletedUploadIsGone},
+		{"ListMultipartUploads", testListMultipartUploads},
 		{"UnknownUploadID", testUnknownUploadID},
 		{"PutObjectRoundTrip", testPutObjectRoundTrip},
 		{"PutObjectBadReader", testPutObjectBadReader},

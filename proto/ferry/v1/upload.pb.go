@@ -940,8 +940,14 @@ type GetUploadResponse struct {
 	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	// Bytes committed in the chunks of this page.
 	CommittedBytes int64 `protobuf:"varint,4,opt,name=committed_bytes,json=committedBytes,proto3" json:"committed_bytes,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Set when the upload is completed: the object it made. Every chunk is
+	// then reported committed (a completion recorded after a server crash may
+	// report none); completing it again returns this object.
+	Object *Object `protobuf:"bytes,5,opt,name=object,proto3" json:"object,omitempty"`
+	// Number of chunks the object was stored as, set with object.
+	ChunkCount    int64 `protobuf:"varint,6,opt,name=chunk_count,json=chunkCount,proto3" json:"chunk_count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetUploadResponse) Reset() {
@@ -998,6 +1004,20 @@ func (x *GetUploadResponse) GetNextPageToken() string {
 func (x *GetUploadResponse) GetCommittedBytes() int64 {
 	if x != nil {
 		return x.CommittedBytes
+	}
+	return 0
+}
+
+func (x *GetUploadResponse) GetObject() *Object {
+	if x != nil {
+		return x.Object
+	}
+	return nil
+}
+
+func (x *GetUploadResponse) GetChunkCount() int64 {
+	if x != nil {
+		return x.ChunkCount
 	}
 	return 0
 }
@@ -1278,12 +1298,15 @@ const file_ferry_v1_upload_proto_rawDesc = "" +
 	"\tupload_id\x18\x01 \x01(\tR\buploadId\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x03 \x01(\tR\tpageToken\"\xc4\x01\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"\x8f\x02\n" +
 	"\x11GetUploadResponse\x12,\n" +
 	"\x06upload\x18\x01 \x01(\v2\x14.ferry.v1.UploadInfoR\x06upload\x120\n" +
 	"\x06chunks\x18\x02 \x03(\v2\x18.ferry.v1.CommittedChunkR\x06chunks\x12&\n" +
 	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\x12'\n" +
-	"\x0fcommitted_bytes\x18\x04 \x01(\x03R\x0ecommittedBytes\"~\n" +
+	"\x0fcommitted_bytes\x18\x04 \x01(\x03R\x0ecommittedBytes\x12(\n" +
+	"\x06object\x18\x05 \x01(\v2\x10.ferry.v1.ObjectR\x06object\x12\x1f\n" +
+	"\vchunk_count\x18\x06 \x01(\x03R\n" +
+	"chunkCount\"~\n" +
 	"\x15CompleteUploadRequest\x12\x1b\n" +
 	"\tupload_id\x18\x01 \x01(\tR\buploadId\x12\x17\n" +
 	"\x04size\x18\x02 \x01(\x03H\x00R\x04size\x88\x01\x01\x12\x1b\n" +
@@ -1357,24 +1380,25 @@ var file_ferry_v1_upload_proto_depIdxs = []int32{
 	3,  // 12: ferry.v1.PutChunkResponse.chunk:type_name -> ferry.v1.CommittedChunk
 	1,  // 13: ferry.v1.GetUploadResponse.upload:type_name -> ferry.v1.UploadInfo
 	3,  // 14: ferry.v1.GetUploadResponse.chunks:type_name -> ferry.v1.CommittedChunk
-	20, // 15: ferry.v1.CompleteUploadResponse.object:type_name -> ferry.v1.Object
-	6,  // 16: ferry.v1.UploadService.Upload:input_type -> ferry.v1.UploadRequest
-	8,  // 17: ferry.v1.UploadService.CreateUpload:input_type -> ferry.v1.CreateUploadRequest
-	10, // 18: ferry.v1.UploadService.PutChunk:input_type -> ferry.v1.PutChunkRequest
-	12, // 19: ferry.v1.UploadService.GetUpload:input_type -> ferry.v1.GetUploadRequest
-	14, // 20: ferry.v1.UploadService.CompleteUpload:input_type -> ferry.v1.CompleteUploadRequest
-	16, // 21: ferry.v1.UploadService.AbortUpload:input_type -> ferry.v1.AbortUploadRequest
-	7,  // 22: ferry.v1.UploadService.Upload:output_type -> ferry.v1.UploadResponse
-	9,  // 23: ferry.v1.UploadService.CreateUpload:output_type -> ferry.v1.CreateUploadResponse
-	11, // 24: ferry.v1.UploadService.PutChunk:output_type -> ferry.v1.PutChunkResponse
-	13, // 25: ferry.v1.UploadService.GetUpload:output_type -> ferry.v1.GetUploadResponse
-	15, // 26: ferry.v1.UploadService.CompleteUpload:output_type -> ferry.v1.CompleteUploadResponse
-	17, // 27: ferry.v1.UploadService.AbortUpload:output_type -> ferry.v1.AbortUploadResponse
-	22, // [22:28] is the sub-list for method output_type
-	16, // [16:22] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	20, // 15: ferry.v1.GetUploadResponse.object:type_name -> ferry.v1.Object
+	20, // 16: ferry.v1.CompleteUploadResponse.object:type_name -> ferry.v1.Object
+	6,  // 17: ferry.v1.UploadService.Upload:input_type -> ferry.v1.UploadRequest
+	8,  // 18: ferry.v1.UploadService.CreateUpload:input_type -> ferry.v1.CreateUploadRequest
+	10, // 19: ferry.v1.UploadService.PutChunk:input_type -> ferry.v1.PutChunkRequest
+	12, // 20: ferry.v1.UploadService.GetUpload:input_type -> ferry.v1.GetUploadRequest
+	14, // 21: ferry.v1.UploadService.CompleteUpload:input_type -> ferry.v1.CompleteUploadRequest
+	16, // 22: ferry.v1.UploadService.AbortUpload:input_type -> ferry.v1.AbortUploadRequest
+	7,  // 23: ferry.v1.UploadService.Upload:output_type -> ferry.v1.UploadResponse
+	9,  // 24: ferry.v1.UploadService.CreateUpload:output_type -> ferry.v1.CreateUploadResponse
+	11, // 25: ferry.v1.UploadService.PutChunk:output_type -> ferry.v1.PutChunkResponse
+	13, // 26: ferry.v1.UploadService.GetUpload:output_type -> ferry.v1.GetUploadResponse
+	15, // 27: ferry.v1.UploadService.CompleteUpload:output_type -> ferry.v1.CompleteUploadResponse
+	17, // 28: ferry.v1.UploadService.AbortUpload:output_type -> ferry.v1.AbortUploadResponse
+	23, // [23:29] is the sub-list for method output_type
+	17, // [17:23] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_ferry_v1_upload_proto_init() }

@@ -63,7 +63,12 @@ type UploadServiceClient interface {
 	// stored: send it again); NOT_FOUND for an unknown or expired upload ID; FAILED_PRECONDITION when
 	// completion finds chunks missing or the whole-object checksum differs;
 	// ALREADY_EXISTS when if_none_match is set and the key exists;
-	// UNAVAILABLE when the object store cannot be reached (retry).
+	// UNAVAILABLE when the object store cannot be reached (retry);
+	// RESOURCE_EXHAUSTED when it is out of space (retry with backoff).
+	// A stream whose header creates the upload and that fails is aborted
+	// with it (its client never learned the upload ID); a stream naming a
+	// completed upload is answered as its completion was (see
+	// CompleteUpload).
 	Upload(context.Context) *connect.ClientStreamForClient[v1.UploadRequest, v1.UploadResponse]
 	// CreateUpload starts an upload and returns its ID.
 	CreateUpload(context.Context, *connect.Request[v1.CreateUploadRequest]) (*connect.Response[v1.CreateUploadResponse], error)
@@ -71,14 +76,22 @@ type UploadServiceClient interface {
 	// is stored once.
 	PutChunk(context.Context, *connect.Request[v1.PutChunkRequest]) (*connect.Response[v1.PutChunkResponse], error)
 	// GetUpload reports an upload's parameters and, one page at a time, which
-	// chunks are committed.
+	// chunks are committed. For a completed upload (for as long as the server
+	// remembers it: 24 hours by default) it reports every chunk committed and
+	// sets object, so a client resuming it finds it done.
 	GetUpload(context.Context, *connect.Request[v1.GetUploadRequest]) (*connect.Response[v1.GetUploadResponse], error)
 	// CompleteUpload verifies that every chunk is committed and that the
 	// whole-object CRC32C matches, then makes the object visible under its
-	// key and forgets the upload: afterwards its ID is NOT_FOUND.
+	// key. Idempotent: a completion repeated after it succeeded (a retry whose
+	// answer was lost, or one racing it, on any server instance, after a
+	// restart) returns the same object, for as long as the server remembers
+	// the completed upload (24 hours by default); afterwards its ID is
+	// NOT_FOUND. A size or crc32c that differs from the object's is then
+	// INVALID_ARGUMENT.
 	// Errors: FAILED_PRECONDITION when chunks are missing or the whole-object
 	// CRC32C differs (the upload stays open); ALREADY_EXISTS for if_none_match
-	// (the upload is aborted); ABORTED when a concurrent write to the key won.
+	// when another object has the key (the upload is aborted); ABORTED when a
+	// concurrent write to the key won.
 	CompleteUpload(context.Context, *connect.Request[v1.CompleteUploadRequest]) (*connect.Response[v1.CompleteUploadResponse], error)
 	// AbortUpload discards an upload and its committed chunks. Aborting an
 	// unknown upload ID returns NOT_FOUND.
@@ -192,7 +205,12 @@ type UploadServiceHandler interface {
 	// stored: send it again); NOT_FOUND for an unknown or expired upload ID; FAILED_PRECONDITION when
 	// completion finds chunks missing or the whole-object checksum differs;
 	// ALREADY_EXISTS when if_none_match is set and the key exists;
-	// UNAVAILABLE when the object store cannot be reached (retry).
+	// UNAVAILABLE when the object store cannot be reached (retry);
+	// RESOURCE_EXHAUSTED when it is out of space (retry with backoff).
+	// A stream whose header creates the upload and that fails is aborted
+	// with it (its client never learned the upload ID); a stream naming a
+	// completed upload is answered as its completion was (see
+	// CompleteUpload).
 	Upload(context.Context, *connect.ClientStream[v1.UploadRequest]) (*connect.Response[v1.UploadResponse], error)
 	// CreateUpload starts an upload and returns its ID.
 	CreateUpload(context.Context, *connect.Request[v1.CreateUploadRequest]) (*connect.Response[v1.CreateUploadResponse], error)
@@ -200,14 +218,22 @@ type UploadServiceHandler interface {
 	// is stored once.
 	PutChunk(context.Context, *connect.Request[v1.PutChunkRequest]) (*connect.Response[v1.PutChunkResponse], error)
 	// GetUpload reports an upload's parameters and, one page at a time, which
-	// chunks are committed.
+	// chunks are committed. For a completed upload (for as long as the server
+	// remembers it: 24 hours by default) it reports every chunk committed and
+	// sets object, so a client resuming it finds it done.
 	GetUpload(context.Context, *connect.Request[v1.GetUploadRequest]) (*connect.Response[v1.GetUploadResponse], error)
 	// CompleteUpload verifies that every chunk is committed and that the
 	// whole-object CRC32C matches, then makes the object visible under its
-	// key and forgets the upload: afterwards its ID is NOT_FOUND.
+	// key. Idempotent: a completion repeated after it succeeded (a retry whose
+	// answer was lost, or one racing it, on any server instance, after a
+	// restart) returns the same object, for as long as the server remembers
+	// the completed upload (24 hours by default); afterwards its ID is
+	// NOT_FOUND. A size or crc32c that differs from the object's is then
+	// INVALID_ARGUMENT.
 	// Errors: FAILED_PRECONDITION when chunks are missing or the whole-object
 	// CRC32C differs (the upload stays open); ALREADY_EXISTS for if_none_match
-	// (the upload is aborted); ABORTED when a concurrent write to the key won.
+	// when another object has the key (the upload is aborted); ABORTED when a
+	// concurrent write to the key won.
 	CompleteUpload(context.Context, *connect.Request[v1.CompleteUploadRequest]) (*connect.Response[v1.CompleteUploadResponse], error)
 	// AbortUpload discards an upload and its committed chunks. Aborting an
 	// unknown upload ID returns NOT_FOUND.

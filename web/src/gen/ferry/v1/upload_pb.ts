@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file ferry/v1/upload.proto.
  */
 export const file_ferry_v1_upload: GenFile = /*@__PURE__*/
-  fileDesc("ChVmZXJyeS92MS91cGxvYWQucHJvdG8SCGZlcnJ5LnYxIv0BCgpVcGxvYWRTcGVjEgsKA2tleRgBIAEoCRIRCgRzaXplGAIgASgDSACIAQESFAoMY29udGVudF90eXBlGAMgASgJEjQKCG1ldGFkYXRhGAQgAygLMiIuZmVycnkudjEuVXBsb2FkU3BlYy5NZXRhZGF0YUVudHJ5EhIKCmNodW5rX3NpemUYBSABKAMSEwoGY3JjMzJjGAYgASgHSAGIAQESFQoNaWZfbm9uZV9tYXRjaBgHIAEoCBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCBwoFX3NpemVCCQoHX2NyYzMyYyK4AQoKVXBsb2FkSW5mbxIRCgl1cGxvYWRfaWQYASABKAkSIgoEc3BlYxgCIAEoCzIULmZlcnJ5LnYxLlVwbG9hZFNwZWMSEwoLY2h1bmtfY291bnQYAyABKAMSLgoKY3JlYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXhwaXJlc19hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiRAoFQ2h1bmsSDQoFaW5kZXgYASABKAMSDAoEZGF0YRgCIAEoDBITCgZjcmMzMmMYAyABKAdIAIgBAUIJCgdfY3JjMzJjIj0KDkNvbW1pdHRlZENodW5rEg0KBWluZGV4GAEgASgDEgwKBHNpemUYAiABKAMSDgoGY3JjMzJjGAMgASgHIlUKDFVwbG9hZEhlYWRlchImCgZjcmVhdGUYASABKAsyFC5mZXJyeS52MS5VcGxvYWRTcGVjSAASEwoJdXBsb2FkX2lkGAIgASgJSABCCAoGdGFyZ2V0IkoKDFVwbG9hZEZpbmlzaBIRCgRzaXplGAEgASgDSACIAQESEwoGY3JjMzJjGAIgASgHSAGIAQFCBwoFX3NpemVCCQoHX2NyYzMyYyKQAQoNVXBsb2FkUmVxdWVzdBIoCgZoZWFkZXIYASABKAsyFi5mZXJyeS52MS5VcGxvYWRIZWFkZXJIABIgCgVjaHVuaxgCIAEoCzIPLmZlcnJ5LnYxLkNodW5rSAASKAoGZmluaXNoGAMgASgLMhYuZmVycnkudjEuVXBsb2FkRmluaXNoSABCCQoHbWVzc2FnZSJtCg5VcGxvYWRSZXNwb25zZRIRCgl1cGxvYWRfaWQYASABKAkSEQoJY29tbWl0dGVkGAIgAygDEiAKBm9iamVjdBgDIAEoCzIQLmZlcnJ5LnYxLk9iamVjdBITCgtjaHVua19jb3VudBgEIAEoAyI5ChNDcmVhdGVVcGxvYWRSZXF1ZXN0EiIKBHNwZWMYASABKAsyFC5mZXJyeS52MS5VcGxvYWRTcGVjIjwKFENyZWF0ZVVwbG9hZFJlc3BvbnNlEiQKBnVwbG9hZBgBIAEoCzIULmZlcnJ5LnYxLlVwbG9hZEluZm8iRAoPUHV0Q2h1bmtSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCRIeCgVjaHVuaxgCIAEoCzIPLmZlcnJ5LnYxLkNodW5rIjsKEFB1dENodW5rUmVzcG9uc2USJwoFY2h1bmsYASABKAsyGC5mZXJyeS52MS5Db21taXR0ZWRDaHVuayJMChBHZXRVcGxvYWRSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSKVAQoRR2V0VXBsb2FkUmVzcG9uc2USJAoGdXBsb2FkGAEgASgLMhQuZmVycnkudjEuVXBsb2FkSW5mbxIoCgZjaHVua3MYAiADKAsyGC5mZXJyeS52MS5Db21taXR0ZWRDaHVuaxIXCg9uZXh0X3BhZ2VfdG9rZW4YAyABKAkSFwoPY29tbWl0dGVkX2J5dGVzGAQgASgDImYKFUNvbXBsZXRlVXBsb2FkUmVxdWVzdBIRCgl1cGxvYWRfaWQYASABKAkSEQoEc2l6ZRgCIAEoA0gAiAEBEhMKBmNyYzMyYxgDIAEoB0gBiAEBQgcKBV9zaXplQgkKB19jcmMzMmMiTwoWQ29tcGxldGVVcGxvYWRSZXNwb25zZRIgCgZvYmplY3QYASABKAsyEC5mZXJyeS52MS5PYmplY3QSEwoLY2h1bmtfY291bnQYAiABKAMiJwoSQWJvcnRVcGxvYWRSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCSIVChNBYm9ydFVwbG9hZFJlc3BvbnNlMtsDCg1VcGxvYWRTZXJ2aWNlEj0KBlVwbG9hZBIXLmZlcnJ5LnYxLlVwbG9hZFJlcXVlc3QaGC5mZXJyeS52MS5VcGxvYWRSZXNwb25zZSgBEk0KDENyZWF0ZVVwbG9hZBIdLmZlcnJ5LnYxLkNyZWF0ZVVwbG9hZFJlcXVlc3QaHi5mZXJyeS52MS5DcmVhdGVVcGxvYWRSZXNwb25zZRJGCghQdXRDaHVuaxIZLmZlcnJ5LnYxLlB1dENodW5rUmVxdWVzdBoaLmZlcnJ5LnYxLlB1dENodW5rUmVzcG9uc2UiA5ACAhJJCglHZXRVcGxvYWQSGi5mZXJyeS52MS5HZXRVcGxvYWRSZXF1ZXN0GhsuZmVycnkudjEuR2V0VXBsb2FkUmVzcG9uc2UiA5ACARJYCg5Db21wbGV0ZVVwbG9hZBIfLmZlcnJ5LnYxLkNvbXBsZXRlVXBsb2FkUmVxdWVzdBogLmZlcnJ5LnYxLkNvbXBsZXRlVXBsb2FkUmVzcG9uc2UiA5ACAhJPCgtBYm9ydFVwbG9hZBIcLmZlcnJ5LnYxLkFib3J0VXBsb2FkUmVxdWVzdBodLmZlcnJ5LnYxLkFib3J0VXBsb2FkUmVzcG9uc2UiA5ACAkIxWi9naXRodWIuY29tL2ZlcnJ5aHEvZmVycnkvcHJvdG8vZmVycnkvdjE7ZmVycnl2MWIGcHJvdG8z", [file_ferry_v1_object, file_google_protobuf_timestamp]);
+  fileDesc("ChVmZXJyeS92MS91cGxvYWQucHJvdG8SCGZlcnJ5LnYxIv0BCgpVcGxvYWRTcGVjEgsKA2tleRgBIAEoCRIRCgRzaXplGAIgASgDSACIAQESFAoMY29udGVudF90eXBlGAMgASgJEjQKCG1ldGFkYXRhGAQgAygLMiIuZmVycnkudjEuVXBsb2FkU3BlYy5NZXRhZGF0YUVudHJ5EhIKCmNodW5rX3NpemUYBSABKAMSEwoGY3JjMzJjGAYgASgHSAGIAQESFQoNaWZfbm9uZV9tYXRjaBgHIAEoCBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCBwoFX3NpemVCCQoHX2NyYzMyYyK4AQoKVXBsb2FkSW5mbxIRCgl1cGxvYWRfaWQYASABKAkSIgoEc3BlYxgCIAEoCzIULmZlcnJ5LnYxLlVwbG9hZFNwZWMSEwoLY2h1bmtfY291bnQYAyABKAMSLgoKY3JlYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXhwaXJlc19hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiRAoFQ2h1bmsSDQoFaW5kZXgYASABKAMSDAoEZGF0YRgCIAEoDBITCgZjcmMzMmMYAyABKAdIAIgBAUIJCgdfY3JjMzJjIj0KDkNvbW1pdHRlZENodW5rEg0KBWluZGV4GAEgASgDEgwKBHNpemUYAiABKAMSDgoGY3JjMzJjGAMgASgHIlUKDFVwbG9hZEhlYWRlchImCgZjcmVhdGUYASABKAsyFC5mZXJyeS52MS5VcGxvYWRTcGVjSAASEwoJdXBsb2FkX2lkGAIgASgJSABCCAoGdGFyZ2V0IkoKDFVwbG9hZEZpbmlzaBIRCgRzaXplGAEgASgDSACIAQESEwoGY3JjMzJjGAIgASgHSAGIAQFCBwoFX3NpemVCCQoHX2NyYzMyYyKQAQoNVXBsb2FkUmVxdWVzdBIoCgZoZWFkZXIYASABKAsyFi5mZXJyeS52MS5VcGxvYWRIZWFkZXJIABIgCgVjaHVuaxgCIAEoCzIPLmZlcnJ5LnYxLkNodW5rSAASKAoGZmluaXNoGAMgASgLMhYuZmVycnkudjEuVXBsb2FkRmluaXNoSABCCQoHbWVzc2FnZSJtCg5VcGxvYWRSZXNwb25zZRIRCgl1cGxvYWRfaWQYASABKAkSEQoJY29tbWl0dGVkGAIgAygDEiAKBm9iamVjdBgDIAEoCzIQLmZlcnJ5LnYxLk9iamVjdBITCgtjaHVua19jb3VudBgEIAEoAyI5ChNDcmVhdGVVcGxvYWRSZXF1ZXN0EiIKBHNwZWMYASABKAsyFC5mZXJyeS52MS5VcGxvYWRTcGVjIjwKFENyZWF0ZVVwbG9hZFJlc3BvbnNlEiQKBnVwbG9hZBgBIAEoCzIULmZlcnJ5LnYxLlVwbG9hZEluZm8iRAoPUHV0Q2h1bmtSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCRIeCgVjaHVuaxgCIAEoCzIPLmZlcnJ5LnYxLkNodW5rIjsKEFB1dENodW5rUmVzcG9uc2USJwoFY2h1bmsYASABKAsyGC5mZXJyeS52MS5Db21taXR0ZWRDaHVuayJMChBHZXRVcGxvYWRSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSLMAQoRR2V0VXBsb2FkUmVzcG9uc2USJAoGdXBsb2FkGAEgASgLMhQuZmVycnkudjEuVXBsb2FkSW5mbxIoCgZjaHVua3MYAiADKAsyGC5mZXJyeS52MS5Db21taXR0ZWRDaHVuaxIXCg9uZXh0X3BhZ2VfdG9rZW4YAyABKAkSFwoPY29tbWl0dGVkX2J5dGVzGAQgASgDEiAKBm9iamVjdBgFIAEoCzIQLmZlcnJ5LnYxLk9iamVjdBITCgtjaHVua19jb3VudBgGIAEoAyJmChVDb21wbGV0ZVVwbG9hZFJlcXVlc3QSEQoJdXBsb2FkX2lkGAEgASgJEhEKBHNpemUYAiABKANIAIgBARITCgZjcmMzMmMYAyABKAdIAYgBAUIHCgVfc2l6ZUIJCgdfY3JjMzJjIk8KFkNvbXBsZXRlVXBsb2FkUmVzcG9uc2USIAoGb2JqZWN0GAEgASgLMhAuZmVycnkudjEuT2JqZWN0EhMKC2NodW5rX2NvdW50GAIgASgDIicKEkFib3J0VXBsb2FkUmVxdWVzdBIRCgl1cGxvYWRfaWQYASABKAkiFQoTQWJvcnRVcGxvYWRSZXNwb25zZTLbAwoNVXBsb2FkU2VydmljZRI9CgZVcGxvYWQSFy5mZXJyeS52MS5VcGxvYWRSZXF1ZXN0GhguZmVycnkudjEuVXBsb2FkUmVzcG9uc2UoARJNCgxDcmVhdGVVcGxvYWQSHS5mZXJyeS52MS5DcmVhdGVVcGxvYWRSZXF1ZXN0Gh4uZmVycnkudjEuQ3JlYXRlVXBsb2FkUmVzcG9uc2USRgoIUHV0Q2h1bmsSGS5mZXJyeS52MS5QdXRDaHVua1JlcXVlc3QaGi5mZXJyeS52MS5QdXRDaHVua1Jlc3BvbnNlIgOQAgISSQoJR2V0VXBsb2FkEhouZmVycnkudjEuR2V0VXBsb2FkUmVxdWVzdBobLmZlcnJ5LnYxLkdldFVwbG9hZFJlc3BvbnNlIgOQAgESWAoOQ29tcGxldGVVcGxvYWQSHy5mZXJyeS52MS5Db21wbGV0ZVVwbG9hZFJlcXVlc3QaIC5mZXJyeS52MS5Db21wbGV0ZVVwbG9hZFJlc3BvbnNlIgOQAgISTwoLQWJvcnRVcGxvYWQSHC5mZXJyeS52MS5BYm9ydFVwbG9hZFJlcXVlc3QaHS5mZXJyeS52MS5BYm9ydFVwbG9hZFJlc3BvbnNlIgOQAgJCMVovZ2l0aHViLmNvbS9mZXJyeWhxL2ZlcnJ5L3Byb3RvL2ZlcnJ5L3YxO2ZlcnJ5djFiBnByb3RvMw", [file_ferry_v1_object, file_google_protobuf_timestamp]);
 
 /**
  * UploadSpec describes a new upload.
@@ -530,6 +530,22 @@ export type GetUploadResponse = Message<"ferry.v1.GetUploadResponse"> & {
    * @generated from field: int64 committed_bytes = 4;
    */
   committedBytes: bigint;
+
+  /**
+   * Set when the upload is completed: the object it made. Every chunk is
+   * then reported committed (a completion recorded after a server crash may
+   * report none); completing it again returns this object.
+   *
+   * @generated from field: ferry.v1.Object object = 5;
+   */
+  object?: Object$ | undefined;
+
+  /**
+   * Number of chunks the object was stored as, set with object.
+   *
+   * @generated from field: int64 chunk_count = 6;
+   */
+  chunkCount: bigint;
 };
 
 /**
@@ -673,7 +689,12 @@ export const UploadService: GenService<{
    * stored: send it again); NOT_FOUND for an unknown or expired upload ID; FAILED_PRECONDITION when
    * completion finds chunks missing or the whole-object checksum differs;
    * ALREADY_EXISTS when if_none_match is set and the key exists;
-   * UNAVAILABLE when the object store cannot be reached (retry).
+   * UNAVAILABLE when the object store cannot be reached (retry);
+   * RESOURCE_EXHAUSTED when it is out of space (retry with backoff).
+   * A stream whose header creates the upload and that fails is aborted
+   * with it (its client never learned the upload ID); a stream naming a
+   * completed upload is answered as its completion was (see
+   * CompleteUpload).
    *
    * @generated from rpc ferry.v1.UploadService.Upload
    */
@@ -705,7 +726,9 @@ export const UploadService: GenService<{
   },
   /**
    * GetUpload reports an upload's parameters and, one page at a time, which
-   * chunks are committed.
+   * chunks are committed. For a completed upload (for as long as the server
+   * remembers it: 24 hours by default) it reports every chunk committed and
+   * sets object, so a client resuming it finds it done.
    *
    * @generated from rpc ferry.v1.UploadService.GetUpload
    */
@@ -717,10 +740,16 @@ export const UploadService: GenService<{
   /**
    * CompleteUpload verifies that every chunk is committed and that the
    * whole-object CRC32C matches, then makes the object visible under its
-   * key and forgets the upload: afterwards its ID is NOT_FOUND.
+   * key. Idempotent: a completion repeated after it succeeded (a retry whose
+   * answer was lost, or one racing it, on any server instance, after a
+   * restart) returns the same object, for as long as the server remembers
+   * the completed upload (24 hours by default); afterwards its ID is
+   * NOT_FOUND. A size or crc32c that differs from the object's is then
+   * INVALID_ARGUMENT.
    * Errors: FAILED_PRECONDITION when chunks are missing or the whole-object
    * CRC32C differs (the upload stays open); ALREADY_EXISTS for if_none_match
-   * (the upload is aborted); ABORTED when a concurrent write to the key won.
+   * when another object has the key (the upload is aborted); ABORTED when a
+   * concurrent write to the key won.
    *
    * @generated from rpc ferry.v1.UploadService.CompleteUpload
    */
