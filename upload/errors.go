@@ -56,6 +56,7 @@ func errorf(kind error, format string, args ...any) error {
 //	store.ErrInvalidRange                                              → OutOfRange
 //	store.ErrConflict                                                  → Aborted
 //	store.ErrUnavailable                                               → Unavailable
+//	store.ErrInsufficientStorage                                       → ResourceExhausted
 //	context.Canceled, context.DeadlineExceeded                         → Canceled, DeadlineExceeded
 //	anything else                                                      → Internal
 func ConnectError(err error) error {
