@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -144,7 +145,11 @@ func (c rawCall) do(ctx context.Context, hc *http.Client, base string) string {
 	}
 	res, err := hc.Do(req)
 	if err != nil {
-		return c.kind + " cut off"
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // without the URL, which names the port
+		}
+		return c.kind + " cut off: " + err.Error()
 	}
 	b, err := io.ReadAll(io.LimitReader(res.Body, 1<<20))
 	res.Body.Close()

@@ -95,7 +95,7 @@ func TestDiskFull(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { s.Stop(t) })
-		testDiskFull(t, s, func(t *testing.T) {
+		testDiskFull(t, s, inNamespace(s.cmd.Process.Pid, filepath.Join(data, "ballast")), func(t *testing.T) {
 			for _, d := range []string{"tmp", "uploads"} {
 				entries, err := os.ReadDir(inNamespace(s.cmd.Process.Pid, filepath.Join(data, d)))
 				if err != nil {
@@ -121,7 +121,7 @@ func TestDiskFull(t *testing.T) {
 			t.Fatalf("create bucket: %v", err)
 		}
 		srv := startServer(t, env.serveArgs(bucket)...)
-		testDiskFull(t, srv, func(t *testing.T) {})
+		testDiskFull(t, srv, inNamespace(m.cmd.Process.Pid, filepath.Join(dir, "ballast")), func(t *testing.T) {})
 		// MinIO out of space can fail a CreateMultipartUpload after it
 		// made the upload: the creation's pending manifest lets the
 		// sweeper abort it. A server with a short TTL must leave nothing
@@ -137,16 +137,21 @@ func TestDiskFull(t *testing.T) {
 	})
 }
 
-// testDiskFull fills the store behind srv with objects of 5 MiB, then of
-// 64 KiB, until it refuses; checks the refusal and, with requireClean,
+// testDiskFull puts a ballast file of 16 MiB at ballast, on the store's
+// file system, then fills the store behind srv with objects of 5 MiB, then
+// of 64 KiB, until it refuses; checks the refusal and, with requireClean,
 // that the refused writes left nothing; then uploads an object with the Go
-// client, freeing one filler object each time the client is about to retry.
-func testDiskFull(t *testing.T, srv *server, requireClean func(t *testing.T)) {
+// client, removing the ballast when the client first retries, as an
+// operator freeing space would. (Deleting objects would not do: MinIO
+// frees the space of deleted objects in the background, later.)
+func testDiskFull(t *testing.T, srv *server, ballast string, requireClean func(t *testing.T)) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	hc := faultHTTPClient(t, "grpc")
 	uploads := ferryv1connect.NewUploadServiceClient(hc, srv.url, connect.WithGRPC())
-	objects := ferryv1connect.NewObjectServiceClient(hc, srv.url, connect.WithGRPC())
+	if err := os.WriteFile(ballast, make([]byte, 24*MiB), 0o600); err != nil {
+		t.Fatalf("ballast: %v", err)
+	}
 
 	var fillers []string
 	for _, size := range []int64{5 * MiB, 64 << 10} {
@@ -187,10 +192,10 @@ func testDiskFull(t *testing.T, srv *server, requireClean func(t *testing.T)) {
 	}
 	requireClean(t)
 
-	// The client retries RESOURCE_EXHAUSTED; before each retry, one filler
-	// goes, as an operator freeing space would.
+	// The client retries RESOURCE_EXHAUSTED; before its first retry the
+	// ballast goes.
 	var mu sync.Mutex
-	var exhausted, freed int
+	var exhausted int
 	retry := faultRetryPolicy()
 	retry.Notify = func(err error, _ time.Duration) {
 		mu.Lock()
@@ -200,11 +205,10 @@ func testDiskFull(t *testing.T, srv *server, requireClean func(t *testing.T)) {
 			return
 		}
 		exhausted++
-		if freed < len(fillers) {
-			if _, err := objects.DeleteObject(ctx, connect.NewRequest(&ferryv1.DeleteObjectRequest{Key: fillers[freed]})); err != nil {
-				t.Errorf("delete %s: %v", fillers[freed], err)
+		if exhausted == 1 {
+			if err := os.Remove(ballast); err != nil {
+				t.Errorf("remove the ballast: %v", err)
 			}
-			freed++
 		}
 	}
 	u := upload.NewUploader(uploads, upload.UploaderOptions{ChunkSize: faultChunkSize, Concurrency: 2, Retry: retry})
@@ -217,7 +221,7 @@ func testDiskFull(t *testing.T, srv *server, requireClean func(t *testing.T)) {
 	if exhausted == 0 {
 		t.Fatal("the upload never met a full store: the test proves nothing")
 	}
-	t.Logf("the client retried %d times on RESOURCE_EXHAUSTED; %d of %d filler objects were deleted meanwhile", exhausted, freed, len(fillers))
+	t.Logf("the client retried %d times on RESOURCE_EXHAUSTED; the 24 MiB ballast was removed before the first retry", exhausted)
 	requireClean(t)
 }
 
