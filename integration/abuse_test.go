@@ -157,7 +157,7 @@ func (c rawCall) do(ctx context.Context, hc *http.Client, base string) string {
 		return c.kind + " cut off" // mid-answer
 	}
 	status := res.Header.Get("Grpc-Status") + res.Trailer.Get("Grpc-Status")
-	if c.kind == "connect-stream" && res.StatusCode == http.StatusOK && bytes.Contains(b, []byte(`"code"`)) {
+	if c.kind == "connect-stream" && res.StatusCode == http.StatusOK && connectStreamFailed(b) {
 		status = "error" // in the end-of-stream message
 	}
 	answer := fmt.Sprintf("%s %d/%s", c.kind, res.StatusCode, status)
@@ -165,6 +165,34 @@ func (c rawCall) do(ctx context.Context, hc *http.Client, base string) string {
 		answer += " " + strings.SplitN(c.path, "?", 2)[0] + ": " + strings.ToValidUTF8(string(b[:min(len(b), 200)]), "?")
 	}
 	return answer
+}
+
+// connectStreamFailed reports whether a Connect streaming response body
+// ends with an end-of-stream message (flag 2) that carries an error; it
+// may be gzipped (flag 1).
+func connectStreamFailed(body []byte) bool {
+	for len(body) >= 5 {
+		flags, size := body[0], int(binary.BigEndian.Uint32(body[1:5]))
+		if len(body) < 5+size {
+			return false
+		}
+		msg := body[5 : 5+size]
+		body = body[5+size:]
+		if flags&2 == 0 {
+			continue
+		}
+		if flags&1 != 0 {
+			zr, err := gzip.NewReader(bytes.NewReader(msg))
+			if err != nil {
+				return false
+			}
+			if msg, err = io.ReadAll(zr); err != nil {
+				return false
+			}
+		}
+		return bytes.Contains(msg, []byte(`"error"`))
+	}
+	return false
 }
 
 // succeeded reports whether an answer of rawCall.do is a success: gRPC

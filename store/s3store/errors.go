@@ -39,12 +39,17 @@ var s3Sentinels = map[string]error{
 	"InvalidRange":                store.ErrInvalidRange,
 	"ConditionalRequestConflict":  store.ErrConflict,
 	// Overload and transient server trouble: the request may succeed later.
-	"SlowDown":                   store.ErrUnavailable,
-	"SlowDownRead":               store.ErrUnavailable,
-	"SlowDownWrite":              store.ErrUnavailable,
-	"ServiceUnavailable":         store.ErrUnavailable,
-	"InternalError":              store.ErrUnavailable,
-	"RequestTimeout":             store.ErrUnavailable,
+	"SlowDown":           store.ErrUnavailable,
+	"SlowDownRead":       store.ErrUnavailable,
+	"SlowDownWrite":      store.ErrUnavailable,
+	"ServiceUnavailable": store.ErrUnavailable,
+	"InternalError":      store.ErrUnavailable,
+	"RequestTimeout":     store.ErrUnavailable,
+	// The server did not get the whole body: the connection broke, or (seen
+	// on MinIO running out of space under load) it stopped reading. The
+	// store sends bodies whole (see verifyingReader), so sending again may
+	// work.
+	"IncompleteBody":             store.ErrUnavailable,
 	"Throttling":                 store.ErrUnavailable,
 	"RequestLimitExceeded":       store.ErrUnavailable,
 	"XMinioServerNotInitialized": store.ErrUnavailable,
