@@ -239,7 +239,10 @@ type Store interface {
 
 	// ListParts returns up to maxParts (1 to 1000) committed parts with
 	// numbers greater than partNumberMarker. Returns [ErrUploadNotFound] for
-	// an unknown upload.
+	// an unknown upload, and [ErrConflict] when the store cannot tell yet
+	// whether a part that is being written at that moment is committed
+	// (distributed MinIO while one part number is written twice at once);
+	// listing again after that write finishes answers.
 	ListParts(ctx context.Context, key, uploadID string, partNumberMarker, maxParts int) (ListPartsResult, error)
 
 	// CompleteMultipartUpload makes the object from parts, which must be in
