@@ -12,6 +12,9 @@
 #   6. web         the browser page type-checks and the committed built
 #                  assets (web/dist) match a fresh build (scripts/web.sh)
 #   7. minio       start a throwaway MinIO server (stopped on any exit)
+#      versitygw   and a throwaway versitygw, the second S3 implementation
+#                  the store suite and the round-trip and resume tests run
+#                  against (scripts/versitygw.sh; stopped on any exit)
 #   8. go test     go test -race -count=1 ./... with FERRY_REQUIRE_S3=1 and
 #                  FERRY_REQUIRE_BROWSER=1, so tests that need S3 or a
 #                  browser fail instead of skipping
@@ -46,6 +49,9 @@ finish() {
 	local rc=$?
 	if [[ -n ${FERRY_MINIO_DIR:-} ]]; then
 		bash "$FERRY_ROOT/scripts/minio.sh" stop "$FERRY_MINIO_DIR" || true
+	fi
+	if [[ -n ${FERRY_VERSITYGW_DIR:-} ]]; then
+		bash "$FERRY_ROOT/scripts/versitygw.sh" stop "$FERRY_VERSITYGW_DIR" || true
 	fi
 	echo
 	for line in "${summary[@]}"; do
@@ -97,6 +103,10 @@ begin minio
 eval "$(bash scripts/minio.sh start)"
 end
 
+begin versitygw
+eval "$(bash scripts/versitygw.sh start)"
+end
+
 begin "go test"
 export FERRY_REQUIRE_S3=1
 export FERRY_REQUIRE_BROWSER=1
@@ -111,4 +121,6 @@ end
 begin "stop minio"
 bash scripts/minio.sh stop "$FERRY_MINIO_DIR"
 unset FERRY_MINIO_DIR
+bash scripts/versitygw.sh stop "$FERRY_VERSITYGW_DIR"
+unset FERRY_VERSITYGW_DIR
 end

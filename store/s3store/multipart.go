@@ -317,6 +317,17 @@ func (s *Store) ListMultipartUploads(ctx context.Context, key, uploadIDMarker st
 		keyMarker = key
 	}
 	res, err := s.core.ListMultipartUploads(ctx, s.bucket, key, keyMarker, uploadIDMarker, "", maxUploads)
+	if keyMarker != "" && uploadIDMarkerRefused(err) {
+		// versitygw (v1.8.0) lists only the keys after key-marker and
+		// looks for upload-id-marker among the uploads of the first of
+		// them, so it refuses the marker of a page of key's own uploads.
+		// A key-marker just before key (a proper prefix of it sorts
+		// before it, and nothing under the prefix key sorts between)
+		// makes key that first key. Servers that read key-marker as AWS
+		// documents never refuse it, so never get here: for them the
+		// upload-id-marker would not apply to this key-marker.
+		res, err = s.core.ListMultipartUploads(ctx, s.bucket, key, key[:len(key)-1], uploadIDMarker, "", maxUploads)
+	}
 	if err != nil {
 		return store.ListUploadsResult{}, mapError("ListMultipartUploads", key, err)
 	}
