@@ -2,8 +2,9 @@
 # test.sh runs every check and test of ferry, on a fresh machine too:
 #
 #   1. tools       install the pinned tools (scripts/tools.sh; the first run
-#                  builds MinIO from source, about 5 minutes) and Debian's
-#                  chromium for the browser tests (scripts/chromium.sh)
+#                  builds MinIO from source, about 5 minutes), Debian's
+#                  chromium for the browser tests (scripts/chromium.sh) and
+#                  Debian's nginx for the cluster tests (scripts/nginx.sh)
 #   2. gofmt       no Go file needs formatting
 #   3. go vet      go vet ./...
 #   4. buf lint    the protos follow buf's STANDARD rules
@@ -71,6 +72,7 @@ trap 'exit 143' TERM
 begin tools
 bash scripts/tools.sh
 bash scripts/chromium.sh
+bash scripts/nginx.sh
 end
 
 begin gofmt
