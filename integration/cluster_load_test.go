@@ -194,4 +194,3 @@ func clusterPut(ctx context.Context, c ferryv1connect.UploadServiceClient, key s
 	}
 	return nil
 }
-
