@@ -278,3 +278,26 @@ func writeFile(t testing.TB, path, s string) {
 		t.Fatal(err)
 	}
 }
+
+// TestDeployDocShowsNginxConfig: docs/deploy.md shows the nginx
+// configuration the cluster tests run, as it is in scripts/nginx.
+func TestDeployDocShowsNginxConfig(t *testing.T) {
+	t.Parallel()
+	root, err := repoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := os.ReadFile(filepath.Join(root, "docs", "deploy.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range nginxConfFiles {
+		b, err := os.ReadFile(filepath.Join(root, "scripts", "nginx", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Contains(doc, []byte("```nginx\n"+string(b)+"```\n")) {
+			t.Errorf("docs/deploy.md does not show scripts/nginx/%s as it is: copy the file into its nginx block", name)
+		}
+	}
+}

@@ -9,7 +9,8 @@
 //     directory. It is the embedded default that lets `ferry serve` run on a
 //     machine with no S3 at all.
 //   - [github.com/ferryhq/ferry/store/storetest] is the conformance suite every
-//     implementation passes; the S3 one runs it against a real MinIO server.
+//     implementation passes; the S3 one runs it against a real MinIO server
+//     and a real versitygw.
 //
 // The package knows nothing of RPC. Errors are neutral sentinel values
 // ([ErrNotFound], [ErrUploadNotFound], ...) that callers test with
