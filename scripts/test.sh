@@ -2,8 +2,9 @@
 # test.sh runs every check and test of ferry, on a fresh machine too:
 #
 #   1. tools       install the pinned tools (scripts/tools.sh; the first run
-#                  builds MinIO from source, about 5 minutes) and Debian's
-#                  chromium for the browser tests (scripts/chromium.sh)
+#                  builds MinIO from source, about 5 minutes), Debian's
+#                  chromium for the browser tests (scripts/chromium.sh) and
+#                  Debian's nginx for the cluster tests (scripts/nginx.sh)
 #   2. gofmt       no Go file needs formatting
 #   3. go vet      go vet ./...
 #   4. buf lint    the protos follow buf's STANDARD rules
@@ -12,6 +13,9 @@
 #   6. web         the browser page type-checks and the committed built
 #                  assets (web/dist) match a fresh build (scripts/web.sh)
 #   7. minio       start a throwaway MinIO server (stopped on any exit)
+#      versitygw   and a throwaway versitygw, the second S3 implementation
+#                  the store suite and the round-trip and resume tests run
+#                  against (scripts/versitygw.sh; stopped on any exit)
 #   8. go test     go test -race -count=1 ./... with FERRY_REQUIRE_S3=1 and
 #                  FERRY_REQUIRE_BROWSER=1, so tests that need S3 or a
 #                  browser fail instead of skipping
@@ -47,6 +51,9 @@ finish() {
 	if [[ -n ${FERRY_MINIO_DIR:-} ]]; then
 		bash "$FERRY_ROOT/scripts/minio.sh" stop "$FERRY_MINIO_DIR" || true
 	fi
+	if [[ -n ${FERRY_VERSITYGW_DIR:-} ]]; then
+		bash "$FERRY_ROOT/scripts/versitygw.sh" stop "$FERRY_VERSITYGW_DIR" || true
+	fi
 	echo
 	for line in "${summary[@]}"; do
 		echo "test.sh: $line"
@@ -65,6 +72,7 @@ trap 'exit 143' TERM
 begin tools
 bash scripts/tools.sh
 bash scripts/chromium.sh
+bash scripts/nginx.sh
 end
 
 begin gofmt
@@ -97,6 +105,10 @@ begin minio
 eval "$(bash scripts/minio.sh start)"
 end
 
+begin versitygw
+eval "$(bash scripts/versitygw.sh start)"
+end
+
 begin "go test"
 export FERRY_REQUIRE_S3=1
 export FERRY_REQUIRE_BROWSER=1
@@ -111,4 +123,6 @@ end
 begin "stop minio"
 bash scripts/minio.sh stop "$FERRY_MINIO_DIR"
 unset FERRY_MINIO_DIR
+bash scripts/versitygw.sh stop "$FERRY_VERSITYGW_DIR"
+unset FERRY_VERSITYGW_DIR
 end

@@ -3,6 +3,9 @@
 # $FERRY_TOOLS_DIR (default ${XDG_CACHE_HOME:-$HOME/.cache}/ferry/tools):
 #
 #   minio                  the S3 server the integration tests run against
+#   versitygw              a second S3 server (a gateway to a POSIX
+#                          directory), so that ferry is tested on two S3
+#                          implementations (scripts/versitygw.sh)
 #   protoc-gen-go          Go code for the protos
 #   protoc-gen-connect-go  Connect code for the protos
 #   grpcurl                a stock gRPC client, used by the integration tests
@@ -13,7 +16,7 @@
 #
 # Each tool is installed only when missing or at another version, so a second
 # run takes about a second. The first run builds MinIO from source (about
-# 5 minutes on 2 cores).
+# 5 minutes on 2 cores) and versitygw (about 3 minutes).
 set -euo pipefail
 # shellcheck source=scripts/env.sh
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -25,6 +28,10 @@ GO_TOOLS=(
 	"protoc-gen-go google.golang.org/protobuf@v1.36.12 google.golang.org/protobuf/cmd/protoc-gen-go"
 	"protoc-gen-connect-go connectrpc.com/connect@v1.21.1 connectrpc.com/connect/cmd/protoc-gen-connect-go"
 	"grpcurl github.com/fullstorydev/grpcurl@v1.9.4 github.com/fullstorydev/grpcurl/cmd/grpcurl"
+	# The second S3 implementation (scripts/versitygw.sh); v1.8.0 is the
+	# version the module proxy serves and the one docs/protocol.md and the
+	# s3store package docs describe.
+	"versitygw github.com/versity/versitygw@v1.8.0 github.com/versity/versitygw/cmd/versitygw"
 )
 
 mkdir -p "$TOOLS/bin"

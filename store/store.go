@@ -9,7 +9,8 @@
 //     directory. It is the embedded default that lets `ferry serve` run on a
 //     machine with no S3 at all.
 //   - [github.com/ferryhq/ferry/store/storetest] is the conformance suite every
-//     implementation passes; the S3 one runs it against a real MinIO server.
+//     implementation passes; the S3 one runs it against a real MinIO server
+//     and a real versitygw.
 //
 // The package knows nothing of RPC. Errors are neutral sentinel values
 // ([ErrNotFound], [ErrUploadNotFound], ...) that callers test with
@@ -239,7 +240,10 @@ type Store interface {
 
 	// ListParts returns up to maxParts (1 to 1000) committed parts with
 	// numbers greater than partNumberMarker. Returns [ErrUploadNotFound] for
-	// an unknown upload.
+	// an unknown upload, and [ErrConflict] when the store cannot tell yet
+	// whether a part that is being written at that moment is committed
+	// (distributed MinIO while one part number is written twice at once);
+	// listing again after that write finishes answers.
 	ListParts(ctx context.Context, key, uploadID string, partNumberMarker, maxParts int) (ListPartsResult, error)
 
 	// CompleteMultipartUpload makes the object from parts, which must be in

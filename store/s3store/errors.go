@@ -182,3 +182,12 @@ func isNetworkError(err error) bool {
 	}
 	return false
 }
+
+// uploadIDMarkerRefused reports whether err is an S3 server's refusal of a
+// ListMultipartUploads upload-id-marker (versitygw: InvalidArgument,
+// "Invalid uploadId marker"); see [Store.ListMultipartUploads].
+func uploadIDMarkerRefused(err error) bool {
+	var resp minio.ErrorResponse
+	return errors.As(err, &resp) && resp.Code == "InvalidArgument" &&
+		strings.Contains(strings.ToLower(resp.Message), "uploadid marker")
+}

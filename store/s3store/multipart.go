@@ -93,7 +93,9 @@ func (s *Store) UploadPart(ctx context.Context, key, uploadID string, number int
 }
 
 // ListParts implements [store.Store]. maxParts outside 1 to 1000 is taken
-// as 1000.
+// as 1000. A page that lists a part without an ETag, which S3 servers do
+// while the part is being written (see uncommittedPart), fails with
+// [store.ErrConflict].
 func (s *Store) ListParts(ctx context.Context, key, uploadID string, partNumberMarker, maxParts int) (store.ListPartsResult, error) {
 	if maxParts < 1 || maxParts > maxListParts {
 		maxParts = maxListParts
@@ -108,6 +110,10 @@ func (s *Store) ListParts(ctx context.Context, key, uploadID string, partNumberM
 		IsTruncated:          res.IsTruncated,
 	}
 	for _, p := range res.ObjectParts {
+		if trimETag(p.ETag) == "" {
+			// Not committed yet: see uncommittedPart.
+			return store.ListPartsResult{}, uncommittedPart(key, p.PartNumber)
+		}
 		crc, ok := decodeCRC32C(p.ChecksumCRC32C)
 		if !ok {
 			return store.ListPartsResult{}, fmt.Errorf("s3 ListParts %q: part %d has no CRC32C (%q): the upload was not created by this store", key, p.PartNumber, p.ChecksumCRC32C)
@@ -124,6 +130,23 @@ func (s *Store) ListParts(ctx context.Context, key, uploadID string, partNumberM
 		out.NextPartNumberMarker = out.Parts[len(out.Parts)-1].Number
 	}
 	return out, nil
+}
+
+// uncommittedPart is the error of a listing that holds a part without an
+// ETag: [store.ErrConflict], since the part is being written by a request
+// that has not finished, and listing again once it has shows the part
+// committed (or not at all).
+//
+// Distributed MinIO lists such a part while the same part number is
+// stored twice at once (a chunk retried on another server while its first
+// attempt is still being written): each drive answers for the write it
+// has, no ETag is on enough drives for MinIO's read quorum, and MinIO
+// lists the part number with an empty ETag, size 0 and no checksum
+// instead of leaving it out. Taking it for a committed part would name no
+// ETag at completion; leaving it out would make a completion fail as
+// incomplete although the part is stored. The caller retries instead.
+func uncommittedPart(key string, number int) error {
+	return fmt.Errorf("s3 ListParts %q: %w: part %d is listed without an ETag (being written by another request); list again", key, store.ErrConflict, number)
 }
 
 // allParts returns every committed part of an upload by number.
@@ -294,6 +317,17 @@ func (s *Store) ListMultipartUploads(ctx context.Context, key, uploadIDMarker st
 		keyMarker = key
 	}
 	res, err := s.core.ListMultipartUploads(ctx, s.bucket, key, keyMarker, uploadIDMarker, "", maxUploads)
+	if keyMarker != "" && uploadIDMarkerRefused(err) {
+		// versitygw (v1.8.0) lists only the keys after key-marker and
+		// looks for upload-id-marker among the uploads of the first of
+		// them, so it refuses the marker of a page of key's own uploads.
+		// A key-marker just before key (a proper prefix of it sorts
+		// before it, and nothing under the prefix key sorts between)
+		// makes key that first key. Servers that read key-marker as AWS
+		// documents never refuse it, so never get here: for them the
+		// upload-id-marker would not apply to this key-marker.
+		res, err = s.core.ListMultipartUploads(ctx, s.bucket, key, key[:len(key)-1], uploadIDMarker, "", maxUploads)
+	}
 	if err != nil {
 		return store.ListUploadsResult{}, mapError("ListMultipartUploads", key, err)
 	}
