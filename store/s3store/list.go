@@ -117,12 +117,24 @@ func (s *Store) listRange(ctx context.Context, r listRange, n int) ([]store.Obje
 		Recursive:  true,
 		FetchOwner: &fetchOwner,
 	}
+	if dir, last := splitLast(r.prefix); !r.exact && (last == "." || last == "..") {
+		// MinIO refuses a prefix or start-after whose last segment is "."
+		// or ".." (XMinioInvalidResourceName), though keys may start so
+		// ("a/..b"). The keys under it are those of its directory from just
+		// below it ("a/.-" and the largest character, for "a/.."), up to
+		// the first past it.
+		lopts.Prefix = dir
+		lopts.StartAfter = max(r.startAfter, dir+last[:len(last)-1]+"-\U0010FFFF")
+	}
 	var objs []store.ObjectInfo
 	for oi := range s.core.ListObjectsIter(ctx, s.bucket, lopts) {
 		if oi.Err != nil {
 			return nil, mapError("ListObjects", r.prefix, oi.Err)
 		}
-		if r.exact && oi.Key != r.prefix {
+		if oi.Key < r.prefix {
+			continue // below a prefix ending in a "." segment (see above)
+		}
+		if r.exact && oi.Key != r.prefix || !strings.HasPrefix(oi.Key, r.prefix) {
 			break
 		}
 		info := toObjectInfo(oi)
@@ -137,4 +149,11 @@ func (s *Store) listRange(ctx context.Context, r listRange, n int) ([]store.Obje
 		return nil, mapError("ListObjects", r.prefix, err)
 	}
 	return objs, nil
+}
+
+// splitLast splits prefix after its last "/": the directory (with its
+// "/", or "") and the last segment.
+func splitLast(prefix string) (dir, last string) {
+	i := strings.LastIndexByte(prefix, '/')
+	return prefix[:i+1], prefix[i+1:]
 }
