@@ -1,7 +1,6 @@
 package upload
 
 import (
-	"bytes"
 	"compress/gzip"
 	"context"
 	"encoding/binary"
@@ -9,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"slices"
 	"strings"
 	"sync"
 
@@ -37,12 +35,12 @@ type limitedBody struct {
 	ahead     int64     // bytes taken for the current message, not yet passed on
 	unknown   bool      // a body that is one message and has no Content-Length
 	messages  int       // message prefixes read
-	src       io.Reader // the current message's bytes when inflated here; nil: the body
+	src       *blocks   // the current message's bytes when inflated here; nil: the body
 
 	mu      sync.Mutex
 	msgHeld int64 // taken for the bytes of the current message passed on
 	kept    int64 // taken for earlier messages the handler keeps (keepMessage) or holds to the end
-	srcHeld int64 // taken for src, the inflated message not yet passed on
+	srcHeld int64 // taken for src: what of the inflated message is not yet passed on
 }
 
 // prepare reads what the limits need from r's headers before its body is
@@ -117,8 +115,8 @@ func (b *limitedBody) readWhole(p []byte) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		b.src = bytes.NewReader(data)
-		b.remaining = int64(len(data))
+		b.src = data
+		b.remaining = data.len()
 	}
 	if b.remaining == 0 {
 		if b.unknown {
@@ -190,8 +188,8 @@ func (b *limitedBody) nextMessage(p []byte) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		b.src = bytes.NewReader(data)
-		size = int64(len(data))
+		b.src = data
+		size = data.len()
 		b.prefix[0] &^= 1
 		binary.BigEndian.PutUint32(b.prefix[1:], uint32(size))
 	}
@@ -201,12 +199,30 @@ func (b *limitedBody) nextMessage(p []byte) (int, error) {
 }
 
 // pass reads into p, at most the current message's remaining bytes, from
-// the current source. The bytes are taken from the budget before they are
-// read: the rest of the message, up to the limiter's maxAhead, whenever what was taken
-// has been passed on.
+// the current source. Bytes of the body are taken from the budget before
+// they are read: the rest of the message, up to the limiter's maxAhead,
+// whenever what was taken has been passed on. Bytes of an inflated message
+// were taken as they were inflated (srcHeld): passing them on moves them
+// to the message's count, and their block is let go, so connect-go's copy
+// and the limiter's never count twice.
 func (b *limitedBody) pass(p []byte) (int, error) {
 	if len(p) == 0 || b.remaining == 0 {
 		return 0, nil
+	}
+	if b.src != nil {
+		n, err := b.src.Read(p[:min(int64(len(p)), b.remaining)])
+		b.remaining -= int64(n)
+		b.mu.Lock()
+		b.srcHeld -= int64(n)
+		b.msgHeld += int64(n)
+		b.mu.Unlock()
+		if b.src.len() == 0 {
+			b.src = nil
+			if err == nil && !b.enveloped {
+				err = io.EOF
+			}
+		}
+		return n, err
 	}
 	if b.ahead == 0 {
 		n := min(b.remaining, b.l.maxAhead)
@@ -215,93 +231,125 @@ func (b *limitedBody) pass(p []byte) (int, error) {
 		}
 		b.ahead = n
 	}
-	p = p[:min(int64(len(p)), b.ahead)]
-	var n int
-	var err error
-	if b.src != nil {
-		n, err = b.src.Read(p)
-	} else {
-		n, err = b.body.Read(p)
-	}
+	n, err := b.body.Read(p[:min(int64(len(p)), b.ahead)])
 	b.ahead -= int64(n)
 	b.remaining -= int64(n)
 	b.mu.Lock()
 	b.msgHeld += int64(n)
 	b.mu.Unlock()
-	if r, ok := b.src.(*bytes.Reader); ok && r.Len() == 0 {
-		b.dropSource()
-		if err == nil && !b.enveloped {
-			err = io.EOF
-		}
-	}
 	return n, err
 }
 
-// inflateFrom reads a gzip stream from r (size bytes, or to its end when
-// size < 0) and inflates it, taking the compressed and then the inflated
-// bytes from the budget as they arrive or are produced. It fails once the
-// inflated bytes exceed limit. The compressed bytes are given back; the
-// inflated ones stay taken (srcHeld) until they are passed on.
-func (b *limitedBody) inflateFrom(r io.Reader, size, limit int64) ([]byte, error) {
-	compLimit := size
+// inflateFrom inflates a gzip stream read from r, at most size bytes of it
+// (to its end when size < 0, then at most limit+1 bytes), taking the
+// inflated bytes from the budget as they are produced, block by block, and
+// fails once they exceed limit. The compressed bytes are read as the
+// inflation needs them, so the limiter never holds them whole. The
+// inflated blocks stay taken (srcHeld) until they are passed on.
+func (b *limitedBody) inflateFrom(r io.Reader, size, limit int64) (*blocks, error) {
+	compressed := &io.LimitedReader{R: r, N: size}
 	if size < 0 {
-		compLimit = limit + 1
+		compressed.N = limit + 1
 	}
-	comp, err := b.readTaken(r, compLimit)
-	defer b.acc.release(int64(len(comp)))
-	switch {
-	case err != nil:
+	zr, err := gzip.NewReader(compressed)
+	if err != nil {
+		return nil, notGzip(err, compressed, size)
+	}
+	out := &blocks{}
+	fail := func(err error) (*blocks, error) {
+		b.acc.release(out.n)
 		return nil, err
-	case size >= 0 && int64(len(comp)) < size:
-		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("compressed message ended after %d of %d bytes", len(comp), size))
-	case size < 0 && int64(len(comp)) > limit:
-		return nil, tooLarge(limit, false)
 	}
-	zr, err := gzip.NewReader(bytes.NewReader(comp))
-	if err != nil {
-		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("message is not valid gzip: %w", err))
-	}
-	out, err := b.readTaken(zr, limit+1)
-	if err != nil {
-		b.acc.release(int64(len(out)))
-		if ce := new(connect.Error); errors.As(err, &ce) || b.ctx.Err() != nil {
-			return nil, err // no room in the budget, or the request ended
+	for {
+		if out.n > limit {
+			return fail(tooLarge(limit, true))
 		}
-		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("message is not valid gzip: %w", err))
+		k := min(maxRead, limit+1-out.n)
+		if err := b.take(k); err != nil {
+			return fail(err)
+		}
+		buf := make([]byte, k)
+		n, err := readSome(zr, buf)
+		b.acc.release(k - int64(n))
+		if n > 0 {
+			out.add(buf[:n])
+		}
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			if ce := new(connect.Error); errors.As(err, &ce) || b.ctx.Err() != nil {
+				return fail(err) // the body's own failure, or the request ended
+			}
+			return fail(notGzip(err, compressed, size))
+		}
 	}
-	if int64(len(out)) > limit {
-		b.acc.release(int64(len(out)))
-		return nil, tooLarge(limit, true)
+	switch {
+	case out.n > limit:
+		return fail(tooLarge(limit, true))
+	case size < 0 && compressed.N == 0:
+		return fail(tooLarge(limit, false)) // the compressed body itself is over the limit
+	case size >= 0 && compressed.N > 0:
+		return fail(connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("compressed message ended after %d of %d bytes", size-compressed.N, size)))
 	}
 	b.mu.Lock()
-	b.srcHeld = int64(len(out))
+	b.srcHeld = out.n
 	b.mu.Unlock()
 	return out, nil
 }
 
-// readTaken reads up to max bytes from r into a new slice, taking each
-// read's bytes from the budget before it is made; the caller gives back
-// the length of what it returns, error or not. It returns a nil error at
-// the end of r (io.EOF) or at max; any other error of r is returned.
-func (b *limitedBody) readTaken(r io.Reader, max int64) ([]byte, error) {
-	var out []byte
-	for int64(len(out)) < max {
-		k := min(maxRead, max-int64(len(out)))
-		if err := b.take(k); err != nil {
-			return out, err
-		}
-		out = slices.Grow(out, int(k))
-		n, err := r.Read(out[len(out) : len(out)+int(k)])
-		out = out[:len(out)+n]
-		b.acc.release(k - int64(n))
-		if errors.Is(err, io.EOF) {
-			return out, nil
-		}
+// notGzip is the error of a message that does not inflate: cut short (a
+// body that ended early) or not gzip.
+func notGzip(err error, compressed *io.LimitedReader, size int64) error {
+	if size >= 0 && compressed.N > 0 && errors.Is(err, io.ErrUnexpectedEOF) {
+		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("compressed message ended after %d of %d bytes", size-compressed.N, size))
+	}
+	return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("message is not valid gzip: %w", err))
+}
+
+// readSome reads into buf until it is full or r fails (io.EOF at its end).
+func readSome(r io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		k, err := r.Read(buf[n:])
+		n += k
 		if err != nil {
-			return out, err
+			return n, err
 		}
 	}
-	return out, nil
+	return n, nil
+}
+
+// blocks is an inflated message as the blocks it was inflated in, read
+// once: a block is let go as soon as it has been read.
+type blocks struct {
+	bufs [][]byte
+	n    int64 // bytes not yet read
+}
+
+func (bl *blocks) add(b []byte) {
+	bl.bufs = append(bl.bufs, b)
+	bl.n += int64(len(b))
+}
+
+func (bl *blocks) len() int64 { return bl.n }
+
+// Read implements io.Reader.
+func (bl *blocks) Read(p []byte) (int, error) {
+	n := 0
+	for n < len(p) && len(bl.bufs) > 0 {
+		k := copy(p[n:], bl.bufs[0])
+		n += k
+		if bl.bufs[0] = bl.bufs[0][k:]; len(bl.bufs[0]) == 0 {
+			bl.bufs[0] = nil
+			bl.bufs = bl.bufs[1:]
+		}
+	}
+	bl.n -= int64(n)
+	if n == 0 && len(p) > 0 {
+		return 0, io.EOF
+	}
+	return n, nil
 }
 
 // take takes n bytes from the budget for this request.
@@ -315,17 +363,6 @@ func tooLarge(limit int64, inflated bool) error {
 		return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("message is larger than the %d bytes this procedure accepts once decompressed", limit))
 	}
 	return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("message is larger than the %d bytes this procedure accepts", limit))
-}
-
-// dropSource forgets the inflated message, all of it passed on, and gives
-// back what it held: connect-go's copy is counted in msgHeld.
-func (b *limitedBody) dropSource() {
-	b.src = nil
-	b.mu.Lock()
-	n := b.srcHeld
-	b.srcHeld = 0
-	b.mu.Unlock()
-	b.acc.release(n)
 }
 
 // endMessage gives back the bytes of the message the handler is done with.

@@ -203,3 +203,41 @@ func TestLimitTrickle(t *testing.T) {
 		t.Errorf("an upload of 5 MiB beside the trickling one, in a 7 MiB budget: %v", err)
 	}
 }
+
+// TestLimitCompressedCountedOnce: a gzipped chunk costs the budget its
+// inflated size once, not also its compressed size and connect-go's copy:
+// with a budget of exactly the largest message, a one-request upload of a
+// gzipped 5 MiB chunk of incompressible bytes (its compressed form is
+// larger than the chunk), and a gzipped PutChunk of one, go through every
+// protocol on an idle server. (Counted twice or three times, such a chunk
+// could never fit, and its client would retry for ever.)
+func TestLimitCompressedCountedOnce(t *testing.T) {
+	t.Parallel()
+	disk, err := diskstore.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, lim, url := serveLimited(t, disk, Limits{MaxInflightBytes: testDataLimit, Wait: time.Minute})
+	ctx := t.Context()
+	data := svcData(31, 5*mib)
+	crc := store.CRC32C(data)
+	for proto, opts := range svcProtocols {
+		c := ferryv1connect.NewUploadServiceClient(newH2CClient(), url, append(opts, connect.WithSendGzip(), connect.WithCompressMinBytes(0))...)
+		if _, err := streamUpload(ctx, c,
+			createMsg(&ferryv1.UploadSpec{Key: proto + "/whole", Size: ptr(int64(len(data)))}),
+			chunkMsg(svcChunk(0, data)),
+			finishMsg(ptr(int64(len(data))), &crc)); err != nil {
+			t.Errorf("%s: a gzipped one-request upload of 5 MiB in a 6 MiB budget: %v", proto, err)
+		}
+		created, err := c.CreateUpload(ctx, connect.NewRequest(&ferryv1.CreateUploadRequest{Spec: &ferryv1.UploadSpec{Key: proto + "/put", Size: ptr(int64(len(data)))}}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.PutChunk(ctx, connect.NewRequest(&ferryv1.PutChunkRequest{UploadId: created.Msg.GetUpload().GetUploadId(), Chunk: svcChunk(0, data)})); err != nil {
+			t.Errorf("%s: a gzipped PutChunk of 5 MiB in a 6 MiB budget: %v", proto, err)
+		}
+	}
+	if st, _ := lim.budget.state(); st.peak > testDataLimit {
+		t.Errorf("the budget's peak is %d bytes, over its %d", st.peak, testDataLimit)
+	}
+}
