@@ -29,13 +29,13 @@ type limitedBody struct {
 	// Read state; Read is not called concurrently with itself.
 	err       error // sticky
 	prefix    [5]byte
-	prefixLen int       // bytes of prefix read
-	prefixOff int       // bytes of prefix passed on
-	remaining int64     // bytes of the current message still to pass on
-	ahead     int64     // bytes taken for the current message, not yet passed on
-	unknown   bool      // a body that is one message and has no Content-Length
-	messages  int       // message prefixes read
-	src       *blocks   // the current message's bytes when inflated here; nil: the body
+	prefixLen int     // bytes of prefix read
+	prefixOff int     // bytes of prefix passed on
+	remaining int64   // bytes of the current message still to pass on
+	ahead     int64   // bytes taken for the current message, not yet passed on
+	unknown   bool    // a body that is one message and has no Content-Length
+	messages  int     // message prefixes read
+	src       *blocks // the current message's bytes when inflated here; nil: the body
 
 	mu      sync.Mutex
 	msgHeld int64 // taken for the bytes of the current message passed on
