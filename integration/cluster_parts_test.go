@@ -50,7 +50,11 @@ func TestClusterSamePartTwice(t *testing.T) {
 	crc := store.CRC32C(part)
 	var listings, conflicts int
 	for round := range rounds {
-		id, err := stores[0].CreateMultipartUpload(ctx, key, store.CreateOptions{})
+		var id string
+		err := whileUnavailable(ctx, func() (err error) {
+			id, err = stores[0].CreateMultipartUpload(ctx, key, store.CreateOptions{})
+			return err
+		})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -60,7 +64,10 @@ func TestClusterSamePartTwice(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				_, errs[w] = stores[w].UploadPart(ctx, key, id, 1, bytes.NewReader(part), int64(len(part)), crc)
+				errs[w] = whileUnavailable(ctx, func() error {
+					_, err := stores[w].UploadPart(ctx, key, id, 1, bytes.NewReader(part), int64(len(part)), crc)
+					return err
+				})
 			}()
 		}
 		writing := make(chan struct{})
@@ -76,6 +83,8 @@ func TestClusterSamePartTwice(t *testing.T) {
 			switch {
 			case errors.Is(err, store.ErrConflict):
 				conflicts++
+			case errors.Is(err, store.ErrUnavailable):
+				// A loaded node answers SlowDown: list again.
 			case err != nil:
 				t.Fatalf("round %d: ListParts while part 1 is written twice = %v, want the parts or ErrConflict", round, err)
 			default:
@@ -101,7 +110,7 @@ func TestClusterSamePartTwice(t *testing.T) {
 				parts = res.Parts
 				break
 			}
-			if !errors.Is(err, store.ErrConflict) || time.Now().After(deadline) {
+			if !errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrUnavailable) || time.Now().After(deadline) {
 				t.Fatalf("round %d: ListParts after both writes = %v", round, err)
 			}
 			time.Sleep(10 * time.Millisecond)
@@ -109,9 +118,29 @@ func TestClusterSamePartTwice(t *testing.T) {
 		if len(parts) != 1 || parts[0].CRC32C != crc || parts[0].Size != int64(len(part)) {
 			t.Fatalf("round %d: after both writes, ListParts = %+v, want part 1 committed", round, parts)
 		}
-		if err := stores[0].AbortMultipartUpload(ctx, key, id); err != nil {
+		if err := whileUnavailable(ctx, func() error { return stores[0].AbortMultipartUpload(ctx, key, id) }); err != nil {
 			t.Fatal(err)
 		}
 	}
 	t.Logf("%d rounds of part 1 written twice at once through two MinIO nodes: %d listings through a third, %d of them ErrConflict (a part listed without an ETag)", rounds, listings, conflicts)
+}
+
+// whileUnavailable calls f until it returns an error other than
+// [store.ErrUnavailable] (MinIO nodes on a loaded machine answer SlowDown,
+// HTTP 503, which every client retries), at most 20 times, backing off
+// from 50 ms to 1 s between calls.
+func whileUnavailable(ctx context.Context, f func() error) error {
+	wait := 50 * time.Millisecond
+	for tries := 1; ; tries++ {
+		err := f()
+		if !errors.Is(err, store.ErrUnavailable) || tries == 20 {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
 }

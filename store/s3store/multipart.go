@@ -291,10 +291,20 @@ func checkParts(parts []store.Part, committed map[int]store.Part) (size int64, c
 // AbortMultipartUpload implements [store.Store]. MinIO answers an abort of
 // an unknown upload ID with success, so the upload is looked up first; an
 // abort racing another abort or a completion of the same upload may then
-// still succeed.
+// still succeed. An upload the lookup does not find is aborted all the
+// same before [store.ErrUploadNotFound] is returned: MinIO out of space
+// can leave an upload half created, listed by ListMultipartUploads (which
+// reads its directory) but unknown to ListObjectParts (which reads its
+// metadata), and only an abort removes that directory (MinIO's
+// AbortMultipartUpload deletes it whether or not the upload is found).
 func (s *Store) AbortMultipartUpload(ctx context.Context, key, uploadID string) error {
 	if _, err := s.core.ListObjectParts(ctx, s.bucket, key, uploadID, 0, 1); err != nil {
-		return mapError("AbortMultipartUpload", key, err)
+		err = mapError("AbortMultipartUpload", key, err)
+		if errors.Is(err, store.ErrUploadNotFound) {
+			// Best effort: the answer is the lookup's either way.
+			_ = s.core.AbortMultipartUpload(ctx, s.bucket, key, uploadID)
+		}
+		return err
 	}
 	if err := s.core.AbortMultipartUpload(ctx, s.bucket, key, uploadID); err != nil {
 		return mapError("AbortMultipartUpload", key, err)
