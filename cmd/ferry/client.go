@@ -18,6 +18,7 @@ import (
 
 	"github.com/ferryhq/ferry/download"
 	"github.com/ferryhq/ferry/proto/ferry/v1/ferryv1connect"
+	"github.com/ferryhq/ferry/telemetry"
 	"github.com/ferryhq/ferry/upload"
 )
 
@@ -185,6 +186,13 @@ func (cfg clientConfig) clientOptions() []connect.ClientOption {
 	opts := []connect.ClientOption{
 		connect.WithReadMaxBytes(clientReadMaxBytes),
 		connect.WithAcceptCompression("gzip", nil, nil),
+	}
+	if telemetry.TracingEnabled("") {
+		// A client span per RPC, whose context goes to the server in the
+		// traceparent header (run starts the command's span and exporter).
+		if tracing, err := telemetry.RPCTracing(nil); err == nil {
+			opts = append(opts, connect.WithInterceptors(tracing))
+		}
 	}
 	if cfg.token != "" {
 		opts = append(opts, connect.WithInterceptors(bearerToken(cfg.token)))

@@ -5,10 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/ferryhq/ferry/telemetry"
 	"github.com/ferryhq/ferry/upload"
 )
 
@@ -43,6 +48,23 @@ func usagef(format string, args ...any) error { return usageError{fmt.Errorf(for
 
 // run runs the ferry command line args and returns the exit status.
 func run(ctx context.Context, args []string, stdio stdio, lookupEnv lookupEnvFunc) int {
+	if name := commandName(args); name != "serve" && telemetry.TracingEnabled("") {
+		// One trace per client command: its RPCs' spans are children of
+		// this one (ferry serve has its own provider: --otlp-endpoint).
+		stop, err := telemetry.StartTracing(ctx, "ferry-cli", "")
+		if err != nil {
+			fmt.Fprintf(stdio.err, "ferry: tracing off: %v\n", err)
+		} else {
+			defer func() {
+				flushCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				_ = stop(flushCtx)
+			}()
+			var span trace.Span
+			ctx, span = otel.Tracer("github.com/ferryhq/ferry/cmd/ferry").Start(ctx, strings.TrimSpace("ferry "+name))
+			defer span.End()
+		}
+	}
 	root := newRootCommand(stdio, lookupEnv)
 	root.SetArgs(args)
 	root.SetIn(stdio.in)
@@ -150,4 +172,15 @@ func maxArgs(n int) cobra.PositionalArgs {
 		}
 		return nil
 	}
+}
+
+// commandName returns the first argument that is not a flag: the
+// subcommand, or "" when there is none.
+func commandName(args []string) string {
+	for _, a := range args {
+		if !strings.HasPrefix(a, "-") {
+			return a
+		}
+	}
+	return ""
 }

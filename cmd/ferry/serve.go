@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"net"
@@ -58,6 +59,13 @@ type serveConfig struct {
 	// maxConnections bounds the connections served at once
 	// (--max-connections).
 	maxConnections int
+	// otlpEndpoint is where traces go over OTLP/HTTP (--otlp-endpoint);
+	// empty leaves it to the OTEL_EXPORTER_OTLP_* variables, and with
+	// none of them set tracing is off.
+	otlpEndpoint string
+	// tracing is set when traces are exported: RPCs and store calls get
+	// spans.
+	tracing bool
 }
 
 // HTTP server limits. Streams carry whole files, so there is no timeout on
@@ -170,6 +178,7 @@ FERRY_S3_CREATE_BUCKET). Flags win over the environment.`,
 	f.IntVar(&cfg.maxConnections, "max-connections", defaultMaxConnections, "client connections served at once (HTTP/1.1 and HTTP/2); more wait to be accepted")
 	f.DurationVar(&cfg.limits.Wait, "limit-wait", upload.DefaultLimitWait, "how long a request waits for room under the limits before RESOURCE_EXHAUSTED")
 	f.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGINT or SIGTERM, wait this `duration` for requests in progress")
+	f.StringVar(&cfg.otlpEndpoint, "otlp-endpoint", "", "export traces over OTLP/HTTP to this `URL` (e.g. http://collector:4318); default: the OTEL_EXPORTER_OTLP_* variables, or no tracing without them")
 	addSecurityFlags(f, &cfg.security)
 	return cmd
 }
@@ -394,9 +403,19 @@ func newHandler(cfg serveConfig, st store.Store, log *slog.Logger, metrics *tele
 	// (connect-go's read limit also bounds decompression); the Limiter
 	// below refuses a larger message from its prefix before connect-go
 	// reads it, and inflates compressed ones itself.
+	interceptors := cfg.security.serviceInterceptors(log, metrics, authn)
+	if cfg.tracing {
+		// Outermost: a request refused by the interceptors below is
+		// traced too.
+		tracing, err := telemetry.RPCTracing(nil)
+		if err != nil {
+			return nil, nil, err
+		}
+		interceptors = append([]connect.Interceptor{tracing}, interceptors...)
+	}
 	common := []connect.HandlerOption{
 		connect.WithSendMaxBytes(sendMaxBytes),
-		connect.WithInterceptors(cfg.security.serviceInterceptors(log, metrics, authn)...),
+		connect.WithInterceptors(interceptors...),
 	}
 	control := append([]connect.HandlerOption{connect.WithReadMaxBytes(wire.MaxControlMessageBytes)}, common...)
 	data := append([]connect.HandlerOption{connect.WithReadMaxBytes(int(dataLimit))}, common...)
@@ -422,6 +441,14 @@ func newHandler(cfg serveConfig, st store.Store, log *slog.Logger, metrics *tele
 	reflector := grpcreflect.NewStaticReflector(services...)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector, open))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, open))
+	// GET /healthz for load balancers and probes that speak plain HTTP
+	// GET (grpc.health.v1 needs a POST or gRPC): 200 "ok" while the server
+	// serves, open to anyone like the gRPC health service.
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		_, _ = io.WriteString(w, "ok\n")
+	})
 	// The browser page (package web) at "/"; the RPC paths above are more specific.
 	mux.Handle("/", web.Handler(web.Options{PageServers: cfg.pageServers}))
 	limits := cfg.limits
@@ -488,9 +515,28 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	if _, ok := os.LookupEnv("GOMEMLIMIT"); !ok {
 		debug.SetMemoryLimit(heapLimit(cfg))
 	}
+	stopTracing, err := telemetry.StartTracing(ctx, "ferry", cfg.otlpEndpoint)
+	if err != nil {
+		return fmt.Errorf("tracing: %w", err)
+	}
+	defer func() {
+		// Spans still buffered go out before the process exits.
+		flushCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := stopTracing(flushCtx); err != nil {
+			log.Warn("traces not exported at exit", "err", err)
+		}
+	}()
+	cfg.tracing = telemetry.TracingEnabled(cfg.otlpEndpoint)
+	if cfg.tracing {
+		cfg.s3.WrapTransport = func(rt http.RoundTripper) http.RoundTripper { return telemetry.TraceTransport(rt, nil) }
+	}
 	st, kind, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
+	}
+	if cfg.tracing {
+		st = telemetry.TraceStore(st, nil)
 	}
 	sec := &cfg.security
 	metrics := telemetry.NewMetrics()

@@ -205,6 +205,9 @@ type Config struct {
 	// CreateBucket makes [New] create the bucket when it does not exist.
 	// When false, a missing bucket is an error ([ErrBucketNotFound]).
 	CreateBucket bool
+	// WrapTransport, when not nil, wraps the HTTP transport the S3 client
+	// sends its requests with (e.g. to trace each request). nil: none.
+	WrapTransport func(http.RoundTripper) http.RoundTripper
 }
 
 // Store is a [store.Store] on an S3 bucket. It is safe for concurrent use.
@@ -246,6 +249,9 @@ func open(ctx context.Context, cfg Config, wrap func(http.RoundTripper) http.Rou
 	tr.MaxIdleConns = 2 * MaxIdleConnsPerHost
 	tr.MaxIdleConnsPerHost = MaxIdleConnsPerHost
 	var rt http.RoundTripper = tr
+	if cfg.WrapTransport != nil {
+		rt = cfg.WrapTransport(rt)
+	}
 	if wrap != nil {
 		rt = wrap(rt)
 	}
