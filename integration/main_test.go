@@ -9,6 +9,13 @@
 //	FERRY_TEST_S3_ENDPOINT    host:port of an S3 server spoken to over plain HTTP
 //	FERRY_TEST_S3_ACCESS_KEY  its access key
 //	FERRY_TEST_S3_SECRET_KEY  its secret key
+//	FERRY_TEST_MINIO_BIN      the MinIO binary the fault, disk-full and cluster
+//	                          tests start themselves (default: the tools dir)
+//	FERRY_TEST_VERSITYGW_ENDPOINT, FERRY_TEST_VERSITYGW_ACCESS_KEY,
+//	FERRY_TEST_VERSITYGW_SECRET_KEY
+//	                          the same for versitygw, the second S3 implementation
+//	FERRY_TEST_NGINX          path of nginx (default /usr/sbin/nginx), for the
+//	                          cluster, health and tracing tests
 //	FERRY_REQUIRE_S3=1        fail, not skip, the S3 tests when the above are unset
 //	FERRY_TEST_GRPCURL        path of grpcurl (default: the tools dir, then PATH)
 //	FERRY_REQUIRE_BROWSER=1   fail, not skip, the browser tests when node, Chromium
