@@ -7,6 +7,8 @@
 #                  Debian's nginx for the cluster tests (scripts/nginx.sh)
 #   2. gofmt       no Go file needs formatting
 #   3. go vet      go vet ./...
+#      staticcheck staticcheck ./... (pinned in scripts/tools.sh)
+#      go mod tidy go.mod and go.sum are what go mod tidy makes
 #   4. buf lint    the protos follow buf's STANDARD rules
 #   5. gen-proto   the committed generated code (Go and TypeScript) matches
 #                  the protos
@@ -87,6 +89,14 @@ end
 
 begin "go vet"
 go vet ./...
+end
+
+begin staticcheck
+"$TOOLS/bin/staticcheck" ./...
+end
+
+begin "go mod tidy"
+go mod tidy -diff
 end
 
 begin "buf lint"

@@ -9,6 +9,7 @@
 #   protoc-gen-go          Go code for the protos
 #   protoc-gen-connect-go  Connect code for the protos
 #   grpcurl                a stock gRPC client, used by the integration tests
+#   staticcheck            the linter test.sh runs on every package
 #   buf                    from npm ci in web/ (web/package-lock.json pins it),
 #                          with the browser page's toolchain: protoc-gen-es,
 #                          connect-web, esbuild, typescript and playwright-core
@@ -28,6 +29,7 @@ GO_TOOLS=(
 	"protoc-gen-go google.golang.org/protobuf@v1.36.12 google.golang.org/protobuf/cmd/protoc-gen-go"
 	"protoc-gen-connect-go connectrpc.com/connect@v1.21.1 connectrpc.com/connect/cmd/protoc-gen-connect-go"
 	"grpcurl github.com/fullstorydev/grpcurl@v1.9.4 github.com/fullstorydev/grpcurl/cmd/grpcurl"
+	"staticcheck honnef.co/go/tools@v0.8.2 honnef.co/go/tools/cmd/staticcheck"
 	# The second S3 implementation (scripts/versitygw.sh); v1.8.0 is the
 	# version the module proxy serves and the one docs/protocol.md and the
 	# s3store package docs describe.

@@ -164,7 +164,7 @@ func names(spans tracetest.SpanStubs) []string {
 func attr(span tracetest.SpanStub, key string) string {
 	for _, a := range span.Attributes {
 		if string(a.Key) == key {
-			return a.Value.Emit()
+			return a.Value.String()
 		}
 	}
 	return ""
