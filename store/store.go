@@ -52,8 +52,13 @@ var (
 	ErrChecksumMismatch = errors.New("checksum mismatch")
 	// ErrInvalidPart: a part named at completion is missing, or its ETag or
 	// size differs from the stored part, or a non-last part is smaller than
-	// [MinPartSize].
+	// [MinPartSize]; or [Store.UploadPart] was given a part number outside
+	// 1 to [MaxParts] or a size outside 0 to [MaxPartSize].
 	ErrInvalidPart = errors.New("invalid part")
+	// ErrSizeMismatch: the reader given to a write yielded fewer or more
+	// bytes than the size given with it. Nothing was stored. When the reader
+	// ended early, the error wraps [io.ErrUnexpectedEOF] too.
+	ErrSizeMismatch = errors.New("data length differs from the declared size")
 	// ErrInvalidRange: a read's offset is past the end of the object.
 	ErrInvalidRange = errors.New("invalid range")
 	// ErrConflict: a concurrent request on the same key or upload won; the
@@ -230,12 +235,15 @@ type Store interface {
 	CreateMultipartUpload(ctx context.Context, key string, opts CreateOptions) (uploadID string, err error)
 
 	// UploadPart stores part number (1 to [MaxParts]) of an upload from r,
-	// which must yield exactly size bytes whose CRC32C is crc32c. The part
-	// is committed only when all size bytes were read and matched: if r
-	// fails, yields a different length, or the CRC32C differs (then
-	// [ErrChecksumMismatch]), no part is stored and an earlier part with the
-	// same number is left as it was. Uploading a part number again replaces
-	// that part atomically. Returns [ErrUploadNotFound] for an unknown upload.
+	// which must yield exactly size bytes (0 to [MaxPartSize]) whose CRC32C
+	// is crc32c. A number or size outside those ranges is [ErrInvalidPart],
+	// before anything is read from r or sent. The part is committed only
+	// when all size bytes were read and matched: if r fails (the error
+	// wraps r's), yields a different length ([ErrSizeMismatch]), or the
+	// CRC32C differs ([ErrChecksumMismatch]), no part is stored and an
+	// earlier part with the same number is left as it was. Uploading a part
+	// number again replaces that part atomically. Returns
+	// [ErrUploadNotFound] for an unknown upload.
 	UploadPart(ctx context.Context, key, uploadID string, number int, r io.Reader, size int64, crc32c uint32) (Part, error)
 
 	// ListParts returns up to maxParts (1 to 1000) committed parts with
@@ -269,12 +277,13 @@ type Store interface {
 	// short, before their upload ID was recorded anywhere.
 	ListMultipartUploads(ctx context.Context, key, uploadIDMarker string, maxUploads int) (ListUploadsResult, error)
 
-	// PutObject writes an object in one request from r, which yields
-	// exactly size bytes; otherwise nothing is written. ferry uses it for
-	// upload manifests and for uploads that fit in one chunk (at most the
-	// largest chunk size), so it must take at least 64 MiB. The object
-	// replaces any object with the key atomically; see [PutOptions] for the
-	// conditional and the checksummed forms.
+	// PutObject writes an object in one request from r, which must yield
+	// exactly size bytes: if r fails (the error wraps r's) or yields a
+	// different length ([ErrSizeMismatch]), nothing is written. ferry uses
+	// it for upload manifests and for uploads that fit in one chunk (at
+	// most the largest chunk size), so it must take at least 64 MiB. The
+	// object replaces any object with the key atomically; see [PutOptions]
+	// for the conditional and the checksummed forms.
 	PutObject(ctx context.Context, key string, r io.Reader, size int64, opts PutOptions) (ObjectInfo, error)
 
 	// ReadObject opens the byte range [offset, offset+length) of an object;

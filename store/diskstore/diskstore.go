@@ -242,7 +242,7 @@ func copyData(w io.Writer, r io.Reader, size int64) (uint32, error) {
 	crc := crc32.New(store.Castagnoli)
 	n, err := io.CopyN(io.MultiWriter(w, crc), r, size)
 	if err == io.EOF {
-		return 0, fmt.Errorf("diskstore: reader ended after %d of %d bytes: %w", n, size, io.ErrUnexpectedEOF)
+		return 0, fmt.Errorf("diskstore: reader ended after %d of %d bytes: %w: %w", n, size, store.ErrSizeMismatch, io.ErrUnexpectedEOF)
 	}
 	if err != nil {
 		return 0, fsError("copying data", err)
@@ -250,7 +250,7 @@ func copyData(w io.Writer, r io.Reader, size int64) (uint32, error) {
 	var one [1]byte
 	switch k, err := io.ReadFull(r, one[:]); {
 	case k > 0:
-		return 0, fmt.Errorf("diskstore: reader has more than the %d bytes declared", size)
+		return 0, fmt.Errorf("diskstore: reader has more than the %d bytes declared: %w", size, store.ErrSizeMismatch)
 	case err != io.EOF:
 		return 0, fsError("copying data", err)
 	}
@@ -258,7 +258,8 @@ func copyData(w io.Writer, r io.Reader, size int64) (uint32, error) {
 }
 
 // PutObject writes an object from r, which must yield exactly size bytes
-// (else nothing is written). It records the CRC32C of the bytes, and fails
+// (else nothing is written: the error wraps r's, or
+// [store.ErrSizeMismatch] for another length). It records the CRC32C of the bytes, and fails
 // with [store.ErrChecksumMismatch], writing nothing, when opts gives one that
 // differs. It records opts.Metadata. With
 // IfNoneMatch it fails with [store.ErrPreconditionFailed] if the key

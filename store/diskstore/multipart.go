@@ -190,20 +190,22 @@ func writeFileSync(path string, b []byte) error {
 
 // UploadPart stores part number (1 to [store.MaxParts]) of an upload from
 // r, which must yield exactly size bytes (0 to [store.MaxPartSize]) whose
-// CRC32C is crc32c. The bytes go to a temp file, their CRC32C computed on
-// the way, and the part is committed by a rename only when all size bytes
-// were read and matched: if r fails, yields another length, or the CRC32C
-// differs ([store.ErrChecksumMismatch]), nothing is stored and an earlier
+// CRC32C is crc32c; a number or size outside those ranges is
+// [store.ErrInvalidPart]. The bytes go to a temp file, their CRC32C
+// computed on the way, and the part is committed by a rename only when all
+// size bytes were read and matched: if r fails (the error wraps r's),
+// yields another length ([store.ErrSizeMismatch]), or the CRC32C differs
+// ([store.ErrChecksumMismatch]), nothing is stored and an earlier
 // part with the number stays as it was. A part uploaded again replaces the
 // earlier one atomically; of concurrent writers of one part, the last to
 // commit wins, whole. Returns [store.ErrUploadNotFound] for an unknown
 // upload, or one completed or aborted before the part was committed.
 func (s *Store) UploadPart(ctx context.Context, key, uploadID string, number int, r io.Reader, size int64, crc32c uint32) (store.Part, error) {
 	if number < 1 || number > store.MaxParts {
-		return store.Part{}, fmt.Errorf("diskstore: part number %d is not in 1 to %d", number, store.MaxParts)
+		return store.Part{}, fmt.Errorf("diskstore: part number %d is not in 1 to %d: %w", number, store.MaxParts, store.ErrInvalidPart)
 	}
 	if size < 0 || size > store.MaxPartSize {
-		return store.Part{}, fmt.Errorf("diskstore: part size %d is not in 0 to %d bytes", size, int64(store.MaxPartSize))
+		return store.Part{}, fmt.Errorf("diskstore: part size %d is not in 0 to %d bytes: %w", size, int64(store.MaxPartSize), store.ErrInvalidPart)
 	}
 	if err := ctx.Err(); err != nil {
 		return store.Part{}, err

@@ -53,7 +53,8 @@ func (s *Store) CreateMultipartUpload(ctx context.Context, key string, opts stor
 // UploadPart implements [store.Store]. r is streamed to S3 as the request
 // body through a verifying reader (see the package documentation), with
 // x-amz-checksum-crc32c so that S3 checks the part too. A part number
-// outside 1 to [store.MaxParts] is [store.ErrInvalidPart].
+// outside 1 to [store.MaxParts] or a size outside 0 to [store.MaxPartSize]
+// is [store.ErrInvalidPart], before any request.
 func (s *Store) UploadPart(ctx context.Context, key, uploadID string, number int, r io.Reader, size int64, crc32c uint32) (store.Part, error) {
 	switch {
 	case number < 1 || number > store.MaxParts:

@@ -508,8 +508,8 @@ func TestPutObjectStreamed(t *testing.T) {
 		t.Fatalf("read back %d bytes (Size %d), err %v; want the %d bytes written", len(b), got.Size, err, len(data))
 	}
 	_, err = s.PutObject(ctx, "short", bytes.NewReader(data[:len(data)-1]), int64(len(data)), store.PutOptions{})
-	if !errors.Is(err, errLength) {
-		t.Errorf("PutObject from a short reader = %v, want errLength", err)
+	if !errors.Is(err, store.ErrSizeMismatch) {
+		t.Errorf("PutObject from a short reader = %v, want store.ErrSizeMismatch", err)
 	}
 	if _, err := s.StatObject(ctx, "short"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("StatObject after a failed PutObject = %v, want ErrNotFound", err)

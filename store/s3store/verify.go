@@ -10,10 +10,6 @@ import (
 	"github.com/ferryhq/ferry/store"
 )
 
-// errLength is wrapped when a part's reader yields more or fewer bytes than
-// the size it was given with.
-var errLength = errors.New("reader length differs from the declared size")
-
 // verifyingReader is the body of an UploadPart request. It passes on the
 // bytes of r while counting them and computing their CRC32C, and it holds
 // back the last of them until it has checked that r ends exactly at size
@@ -86,7 +82,7 @@ func (v *verifyingReader) Read(p []byte) (int, error) {
 	v.n += int64(k)
 	switch {
 	case err == io.EOF:
-		v.err = fmt.Errorf("%w: reader ended after %d of %d bytes: %w", errLength, v.n, v.size, io.ErrUnexpectedEOF)
+		v.err = fmt.Errorf("%w: reader ended after %d of %d bytes: %w", store.ErrSizeMismatch, v.n, v.size, io.ErrUnexpectedEOF)
 		return 0, v.err
 	case err != nil:
 		v.err = fmt.Errorf("reading part data: %w", err)
@@ -106,7 +102,7 @@ func (v *verifyingReader) finish(readErr error) error {
 		m, err := io.ReadAtLeast(v.r, probe[:], 1)
 		switch {
 		case m > 0:
-			v.err = fmt.Errorf("%w: reader yields more than %d bytes", errLength, v.size)
+			v.err = fmt.Errorf("%w: reader yields more than %d bytes", store.ErrSizeMismatch, v.size)
 			return v.err
 		case err != io.EOF:
 			v.err = fmt.Errorf("reading part data: %w", err)

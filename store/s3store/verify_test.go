@@ -35,10 +35,10 @@ func TestVerifyingReader(t *testing.T) {
 		{"MatchHalfReads", iotest.HalfReader(bytes.NewReader(data)), size, crc, nil},
 		{"WrongCRC", bytes.NewReader(data), size, crc ^ 1, store.ErrChecksumMismatch},
 		{"WrongCRCOneByteReads", iotest.OneByteReader(bytes.NewReader(data)), size, crc ^ 0x80000000, store.ErrChecksumMismatch},
-		{"Short", bytes.NewReader(data[:size-1]), size, crc, errLength},
-		{"Empty", bytes.NewReader(nil), size, crc, errLength},
-		{"Long", io.MultiReader(bytes.NewReader(data), bytes.NewReader([]byte("x"))), size, crc, errLength},
-		{"LongDataWithEOF", iotest.DataErrReader(bytes.NewReader(append(data[:size:size], 'x'))), size, crc, errLength},
+		{"Short", bytes.NewReader(data[:size-1]), size, crc, store.ErrSizeMismatch},
+		{"Empty", bytes.NewReader(nil), size, crc, store.ErrSizeMismatch},
+		{"Long", io.MultiReader(bytes.NewReader(data), bytes.NewReader([]byte("x"))), size, crc, store.ErrSizeMismatch},
+		{"LongDataWithEOF", iotest.DataErrReader(bytes.NewReader(append(data[:size:size], 'x'))), size, crc, store.ErrSizeMismatch},
 		{"FailsMidway", io.MultiReader(bytes.NewReader(data[:100]), iotest.ErrReader(broken)), size, crc, broken},
 		{"FailsAtTheLastByte", io.MultiReader(bytes.NewReader(data[:size-1]), iotest.ErrReader(broken)), size, crc, broken},
 		{"FailsAfterTheLastByte", io.MultiReader(bytes.NewReader(data), iotest.ErrReader(broken)), size, crc, broken},
@@ -84,7 +84,7 @@ func TestVerifyingReaderEmpty(t *testing.T) {
 	}{
 		{"Empty", bytes.NewReader(nil), 0, nil},
 		{"WrongCRC", bytes.NewReader(nil), 1, store.ErrChecksumMismatch},
-		{"NotEmpty", bytes.NewReader([]byte("x")), 0, errLength},
+		{"NotEmpty", bytes.NewReader([]byte("x")), 0, store.ErrSizeMismatch},
 		{"Fails", iotest.ErrReader(errors.New("broken")), 0, errAnyForTest},
 	}
 	for _, tt := range tests {
@@ -109,11 +109,11 @@ func TestReadAll(t *testing.T) {
 	if err != nil || !bytes.Equal(got, data) || crc != store.CRC32C(data) {
 		t.Errorf("readAll = %q, %08x, %v; want %q, %08x", got, crc, err, data, store.CRC32C(data))
 	}
-	if _, _, err := readAll(bytes.NewReader(data), int64(len(data))+1); !errors.Is(err, errLength) {
-		t.Errorf("readAll of a short reader = %v, want errLength", err)
+	if _, _, err := readAll(bytes.NewReader(data), int64(len(data))+1); !errors.Is(err, store.ErrSizeMismatch) {
+		t.Errorf("readAll of a short reader = %v, want store.ErrSizeMismatch", err)
 	}
-	if _, _, err := readAll(bytes.NewReader(data), int64(len(data))-1); !errors.Is(err, errLength) {
-		t.Errorf("readAll of a long reader = %v, want errLength", err)
+	if _, _, err := readAll(bytes.NewReader(data), int64(len(data))-1); !errors.Is(err, store.ErrSizeMismatch) {
+		t.Errorf("readAll of a long reader = %v, want store.ErrSizeMismatch", err)
 	}
 }
 

@@ -84,8 +84,10 @@ func testUploadPartChecksumMismatch(t *testing.T, e env) {
 	e.wantObject(t, key, good, info)
 }
 
-// testUploadPartBadReader: a reader that fails, ends early or yields more
-// than size bytes stores nothing, and leaves an earlier part as it was.
+// testUploadPartBadReader: a reader that fails (the error wraps the
+// reader's), ends early (ErrSizeMismatch and io.ErrUnexpectedEOF) or
+// yields more than size bytes (ErrSizeMismatch) stores nothing, and leaves
+// an earlier part as it was.
 func testUploadPartBadReader(t *testing.T, e env) {
 	const size = 64 << 10
 	tests := []struct {
@@ -93,14 +95,16 @@ func testUploadPartBadReader(t *testing.T, e env) {
 		// reader returns what UploadPart reads, given the size bytes that
 		// are declared.
 		reader func(data []byte) io.Reader
+		// wantErrs are the errors the failure must wrap.
+		wantErrs []error
 	}{
-		{"FailsMidway", func(data []byte) io.Reader { return &errReader{bytes.NewReader(data[:size/2])} }},
-		{"FailsAtOnce", func(data []byte) io.Reader { return &errReader{bytes.NewReader(nil)} }},
-		{"Short", func(data []byte) io.Reader { return bytes.NewReader(data[:size-1]) }},
-		{"Empty", func(data []byte) io.Reader { return bytes.NewReader(nil) }},
+		{"FailsMidway", func(data []byte) io.Reader { return &errReader{bytes.NewReader(data[:size/2])} }, []error{errBroken}},
+		{"FailsAtOnce", func(data []byte) io.Reader { return &errReader{bytes.NewReader(nil)} }, []error{errBroken}},
+		{"Short", func(data []byte) io.Reader { return bytes.NewReader(data[:size-1]) }, errShort},
+		{"Empty", func(data []byte) io.Reader { return bytes.NewReader(nil) }, errShort},
 		{"Long", func(data []byte) io.Reader {
 			return io.MultiReader(bytes.NewReader(data), bytes.NewReader([]byte("extra")))
-		}},
+		}, []error{store.ErrSizeMismatch}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -114,8 +118,8 @@ func testUploadPartBadReader(t *testing.T, e env) {
 			data := testData(32, size)
 			for _, number := range []int{1, 2} {
 				_, err := e.s.UploadPart(t.Context(), key, id, number, tt.reader(data), size, store.CRC32C(data))
-				if err == nil {
-					t.Errorf("UploadPart(part %d) from a bad reader succeeded", number)
+				for _, want := range tt.wantErrs {
+					wantErr(t, fmt.Sprintf("UploadPart(part %d) from a bad reader", number), err, want)
 				}
 			}
 			wantParts(t, "ListParts after failed uploads", e.listParts(t, key, id), []store.Part{p1})
@@ -175,15 +179,23 @@ func testUploadPartConcurrentWriters(t *testing.T, e env) {
 	e.wantObject(t, key, data[winner], info)
 }
 
-// testUploadPartNumberOutOfRange: part numbers outside 1 to MaxParts are
-// refused and store nothing.
-func testUploadPartNumberOutOfRange(t *testing.T, e env) {
+// testUploadPartOutOfRange: part numbers outside 1 to MaxParts and sizes
+// outside 0 to MaxPartSize are ErrInvalidPart and store nothing, on an
+// open upload and on an unknown one (the range is checked first).
+func testUploadPartOutOfRange(t *testing.T, e env) {
 	key := e.key("object")
 	id := e.createUpload(t, key, store.CreateOptions{})
 	data := []byte("part")
-	for _, n := range []int{0, -1, store.MaxParts + 1} {
-		if _, err := e.s.UploadPart(t.Context(), key, id, n, bytes.NewReader(data), int64(len(data)), store.CRC32C(data)); err == nil {
-			t.Errorf("UploadPart(part %d) succeeded, want an error", n)
+	for _, uploadID := range []string{id, uuid.NewString()} {
+		for _, n := range []int{0, -1, store.MaxParts + 1} {
+			_, err := e.s.UploadPart(t.Context(), key, uploadID, n, bytes.NewReader(data), int64(len(data)), store.CRC32C(data))
+			wantErr(t, fmt.Sprintf("UploadPart(part %d)", n), err, store.ErrInvalidPart)
+		}
+		for _, size := range []int64{-1, store.MaxPartSize + 1} {
+			// The reader has 4 bytes: a store must refuse the size before
+			// it reads or sends anything.
+			_, err := e.s.UploadPart(t.Context(), key, uploadID, 1, bytes.NewReader(data), size, store.CRC32C(data))
+			wantErr(t, fmt.Sprintf("UploadPart(part 1, size %d)", size), err, store.ErrInvalidPart)
 		}
 	}
 	if parts := e.listParts(t, key, id); len(parts) != 0 {

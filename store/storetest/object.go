@@ -29,37 +29,50 @@ func testPutObjectRoundTrip(t *testing.T, e env) {
 	}
 }
 
-// testPutObjectBadReader: a reader that fails or ends early writes
-// nothing: a new key stays missing and an existing object stays as it was.
+// testPutObjectBadReader: a reader that fails (the error wraps the
+// reader's), ends early (ErrSizeMismatch and io.ErrUnexpectedEOF) or yields
+// more than size bytes (ErrSizeMismatch) writes nothing, with and without a
+// CRC32C: a new key stays missing and an existing object stays as it was.
 func testPutObjectBadReader(t *testing.T, e env) {
 	const size = 64 << 10
 	data := testData(110, size)
 	readers := []struct {
 		name string
 		r    func() io.Reader
+		// wantErrs are the errors the failure must wrap.
+		wantErrs []error
 	}{
-		{"FailsMidway", func() io.Reader { return &errReader{bytes.NewReader(data[:size/2])} }},
-		{"Short", func() io.Reader { return bytes.NewReader(data[:size-1]) }},
+		{"FailsMidway", func() io.Reader { return &errReader{bytes.NewReader(data[:size/2])} }, []error{errBroken}},
+		{"Short", func() io.Reader { return bytes.NewReader(data[:size-1]) }, errShort},
+		{"Long", func() io.Reader { return io.MultiReader(bytes.NewReader(data), strings.NewReader("extra")) }, []error{store.ErrSizeMismatch}},
 	}
 	for _, rd := range readers {
-		t.Run(rd.name, func(t *testing.T) {
-			t.Parallel()
-			e := e.sub(rd.name)
-			key := e.key("new")
-			if _, err := e.s.PutObject(t.Context(), key, rd.r(), size, store.PutOptions{}); err == nil {
-				t.Error("PutObject of a new key from a bad reader succeeded")
+		for _, opts := range []store.PutOptions{{}, {CRC32C: store.CRC32C(data), HasCRC32C: true}} {
+			name := rd.name
+			if opts.HasCRC32C {
+				name += "WithCRC32C"
 			}
-			_, err := e.s.StatObject(t.Context(), key)
-			wantErr(t, "StatObject after a failed PutObject", err, store.ErrNotFound)
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				e := e.sub(name)
+				key := e.key("new")
+				_, err := e.s.PutObject(t.Context(), key, rd.r(), size, opts)
+				for _, want := range rd.wantErrs {
+					wantErr(t, "PutObject of a new key from a bad reader", err, want)
+				}
+				_, err = e.s.StatObject(t.Context(), key)
+				wantErr(t, "StatObject after a failed PutObject", err, store.ErrNotFound)
 
-			key = e.key("existing")
-			old := []byte("old")
-			oldInfo := e.put(t, key, old, store.PutOptions{})
-			if _, err := e.s.PutObject(t.Context(), key, rd.r(), size, store.PutOptions{}); err == nil {
-				t.Error("PutObject over an existing key from a bad reader succeeded")
-			}
-			e.wantObject(t, key, old, oldInfo)
-		})
+				key = e.key("existing")
+				old := []byte("old")
+				oldInfo := e.put(t, key, old, store.PutOptions{})
+				_, err = e.s.PutObject(t.Context(), key, rd.r(), size, opts)
+				for _, want := range rd.wantErrs {
+					wantErr(t, "PutObject over an existing key from a bad reader", err, want)
+				}
+				e.wantObject(t, key, old, oldInfo)
+			})
+		}
 	}
 }
 

@@ -56,7 +56,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"UploadPartChecksumMismatch", testUploadPartChecksumMismatch},
 		{"UploadPartBadReader", testUploadPartBadReader},
 		{"UploadPartConcurrentWriters", testUploadPartConcurrentWriters},
-		{"UploadPartNumberOutOfRange", testUploadPartNumberOutOfRange},
+		{"UploadPartOutOfRange", testUploadPartOutOfRange},
 		{"ListPartsPaging", testListPartsPaging},
 		{"CompleteInvalidPart", testCompleteInvalidPart},
 		{"CompletePartsListed", testCompletePartsListed},
@@ -318,6 +318,10 @@ func (e env) wantObject(t *testing.T, key string, data []byte, want store.Object
 type errReader struct{ r io.Reader }
 
 var errBroken = errors.New("storetest: reader broken on purpose")
+
+// errShort is what the failure of a write from a reader that ends before
+// its declared size wraps.
+var errShort = []error{store.ErrSizeMismatch, io.ErrUnexpectedEOF}
 
 func (r *errReader) Read(p []byte) (int, error) {
 	n, err := r.r.Read(p)
