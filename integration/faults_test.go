@@ -1,8 +1,8 @@
 package integration
 
-// Fault injection: the failures DESIGN.md's invariant 2 names (server
-// killed, connection reset, store briefly down, download cut short) caused
-// for real against the ferry binary and a MinIO server, with the upload
+// Fault injection: the failures after which no committed chunk may be lost
+// and a transfer must resume where it stopped (server killed, connection
+// reset, store briefly down, download cut short), caused for real against the ferry binary and a MinIO server, with the upload
 // driven by the generated Connect clients so every byte sent is counted.
 
 import (
