@@ -72,7 +72,10 @@ func TestClusterLoad(t *testing.T) {
 		t.Skip("peak RSS is read from /proc")
 	}
 	t.Parallel()
-	c := startFerryCluster(t, "--chunk-size", "8MiB", "--upload-ttl", "1m",
+	// An upload waiting its turn under the limits is idle to the sweeper:
+	// the TTL must outlast the longest wait (--limit-wait, 5m) on a busy
+	// machine, or the sweeper aborts uploads still queued (not_found).
+	c := startFerryCluster(t, "--chunk-size", "8MiB", "--upload-ttl", "30m",
 		"--max-inflight-bytes", fmt.Sprint(clusterLoadInflight), "--max-streams", fmt.Sprint(clusterLoadStreams),
 		"--max-connections", fmt.Sprint(clusterLoadConnections),
 		// No tokens here, so every request is one tenant's: give it the

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -55,7 +56,13 @@ func TestInternalCauseLogged(t *testing.T) {
 	if !errors.As(err, &ce) || ce.Message() != "internal error" {
 		t.Errorf("the client was told %q, want only \"internal error\"", err)
 	}
-	line := regexp.MustCompile(`msg=rpc procedure=ferry.v1.UploadService/GetUpload .*code=internal.*`).FindString(srv.logs.String())
+	// The server logs the call after it answered: wait for the whole line.
+	rpcLine := regexp.MustCompile(`msg=rpc procedure=ferry.v1.UploadService/GetUpload .*code=internal.*\n`)
+	var line string
+	waitUntil(t, time.Minute, "the log line of the internal error", func() bool {
+		line = rpcLine.FindString(srv.logs.String())
+		return line != ""
+	})
 	if !strings.Contains(line, "cause=") || !strings.Contains(line, "corrupt") {
 		t.Errorf("the log line of the internal error has no cause: %q", line)
 	}

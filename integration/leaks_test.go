@@ -59,7 +59,9 @@ type leakRun struct {
 	// restarted, when set, checks the store right after each restart,
 	// before any client request.
 	restarted func(t *testing.T)
-	kills     int
+	// kills counts the kills so far; kill may run on the inotify
+	// goroutine while the test reads it.
+	kills atomic.Int64
 }
 
 // kill kills the server with SIGKILL and waits for it to die; safe to
@@ -69,7 +71,7 @@ func (r *leakRun) kill() {
 		r.t.Errorf("kill: %v", err)
 		return
 	}
-	r.kills++
+	r.kills.Add(1)
 	r.pending.Store(true)
 }
 
@@ -206,13 +208,13 @@ func testLeakKilled(t *testing.T, args []string, points killPoints, restarted fu
 			}
 			key := fmt.Sprintf("leak/%02d-%s", n, when)
 			keys = append(keys, key)
-			kills := r.kills
+			kills := r.kills.Load()
 			points.arm(n, after, r.kill)
 			leakScenario(ctx, r, c, key, content)
-			if r.kills == kills {
+			if r.kills.Load() == kills {
 				// An asynchronous kill (inotify) may land just after the
 				// last answer: wait for it.
-				waitUntil(t, 10*time.Second, fmt.Sprintf("kill %s step %d (%s)", when, n, steps[n-1]), func() bool { return r.kills > kills })
+				waitUntil(t, 10*time.Second, fmt.Sprintf("kill %s step %d (%s)", when, n, steps[n-1]), func() bool { return r.kills.Load() > kills })
 				r.recover()
 			}
 			points.arm(0, false, nil)
@@ -232,11 +234,11 @@ func testLeakKilled(t *testing.T, args []string, points killPoints, restarted fu
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%v after %d kills and %v of sweeps with --upload-ttl %s, left: %s", leakClean, r.kills, leakClean, leakSweepTTL, strings.Join(left, "; "))
+			t.Fatalf("%v after %d kills and %v of sweeps with --upload-ttl %s, left: %s", leakClean, r.kills.Load(), leakClean, leakSweepTTL, strings.Join(left, "; "))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	t.Logf("%d kills; the sweeping server left nothing but the %d objects", r.kills, len(keys))
+	t.Logf("%d kills; the sweeping server left nothing but the %d objects", r.kills.Load(), len(keys))
 	for _, key := range keys {
 		faultRequireDownload(ctx, t, sweeper.url, key, content)
 	}
