@@ -14,6 +14,6 @@
 // recycles, instead of allocating 1 MiB per message.
 //
 // [ObjectService] implements StatObject, ListObjects and DeleteObject.
-// Errors become Connect codes through [upload.ConnectError], the one mapping
+// Errors become Connect codes through [wire.ConnectError], the one mapping
 // both services share.
 package download

@@ -4,13 +4,13 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
-	"fmt"
 	"strings"
 
 	"connectrpc.com/connect"
 
 	ferryv1 "github.com/ferryhq/ferry/proto/ferry/v1"
 	"github.com/ferryhq/ferry/proto/ferry/v1/ferryv1connect"
+	"github.com/ferryhq/ferry/proto/wire"
 	"github.com/ferryhq/ferry/store"
 	"github.com/ferryhq/ferry/upload"
 )
@@ -34,14 +34,14 @@ func NewObjectService(s store.Store) *ObjectService { return &ObjectService{stor
 func (o *ObjectService) StatObject(ctx context.Context, req *connect.Request[ferryv1.StatObjectRequest]) (*connect.Response[ferryv1.StatObjectResponse], error) {
 	key := req.Msg.GetKey()
 	if err := store.ValidateKey(key); err != nil {
-		return nil, upload.ConnectError(err)
+		return nil, wire.ConnectError(err)
 	}
 	info, err := o.store.StatObject(ctx, key)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("object %q not found", key))
+		return nil, wire.ConnectError(wire.Errorf(store.ErrNotFound, "object %q not found", key))
 	}
 	if err != nil {
-		return nil, upload.ConnectError(err)
+		return nil, wire.ConnectError(err)
 	}
 	return connect.NewResponse(&ferryv1.StatObjectResponse{Object: upload.ObjectProto(info)}), nil
 }
@@ -51,20 +51,20 @@ func (o *ObjectService) StatObject(ctx context.Context, req *connect.Request[fer
 func (o *ObjectService) ListObjects(ctx context.Context, req *connect.Request[ferryv1.ListObjectsRequest]) (*connect.Response[ferryv1.ListObjectsResponse], error) {
 	prefix := req.Msg.GetPrefix()
 	if err := store.ValidatePrefix(prefix); err != nil {
-		return nil, upload.ConnectError(err)
+		return nil, wire.ConnectError(err)
 	}
 	size := int(req.Msg.GetPageSize())
 	switch {
 	case size == 0:
 		size = maxListPage
 	case size < 0 || size > maxListPage:
-		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("page_size must be 0 to %d, got %d", maxListPage, size))
+		return nil, wire.ConnectError(wire.Errorf(wire.ErrInvalidArgument, "page_size must be 0 to %d, got %d", maxListPage, size))
 	}
 	after := ""
 	if tok := req.Msg.GetPageToken(); tok != "" {
 		b, err := base64.RawURLEncoding.DecodeString(tok)
 		if err != nil || !strings.HasPrefix(string(b), prefix) {
-			return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("page_token %q is not one this service gave for prefix %q", tok, prefix))
+			return nil, wire.ConnectError(wire.Errorf(wire.ErrInvalidArgument, "page_token %q is not one this service gave for prefix %q", tok, prefix))
 		}
 		after = string(b)
 	}
@@ -72,7 +72,7 @@ func (o *ObjectService) ListObjects(ctx context.Context, req *connect.Request[fe
 	for len(res.Objects) < size {
 		page, err := o.store.ListObjects(ctx, prefix, after, size-len(res.Objects))
 		if err != nil {
-			return nil, upload.ConnectError(err)
+			return nil, wire.ConnectError(err)
 		}
 		for _, info := range page.Objects {
 			after = info.Key
@@ -96,10 +96,10 @@ func (o *ObjectService) ListObjects(ctx context.Context, req *connect.Request[fe
 // DeleteObject implements ObjectService.DeleteObject.
 func (o *ObjectService) DeleteObject(ctx context.Context, req *connect.Request[ferryv1.DeleteObjectRequest]) (*connect.Response[ferryv1.DeleteObjectResponse], error) {
 	if err := store.ValidateKey(req.Msg.GetKey()); err != nil {
-		return nil, upload.ConnectError(err)
+		return nil, wire.ConnectError(err)
 	}
 	if err := o.store.DeleteObject(ctx, req.Msg.GetKey()); err != nil {
-		return nil, upload.ConnectError(err)
+		return nil, wire.ConnectError(err)
 	}
 	return connect.NewResponse(&ferryv1.DeleteObjectResponse{}), nil
 }

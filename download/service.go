@@ -3,7 +3,6 @@ package download
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"sync"
 
@@ -11,6 +10,7 @@ import (
 
 	ferryv1 "github.com/ferryhq/ferry/proto/ferry/v1"
 	"github.com/ferryhq/ferry/proto/ferry/v1/ferryv1connect"
+	"github.com/ferryhq/ferry/proto/wire"
 	"github.com/ferryhq/ferry/store"
 	"github.com/ferryhq/ferry/upload"
 )
@@ -39,10 +39,10 @@ func NewService(s store.Store) *Service {
 func (s *Service) Download(ctx context.Context, req *connect.Request[ferryv1.DownloadRequest], stream *connect.ServerStream[ferryv1.DownloadResponse]) error {
 	msg := req.Msg
 	if err := store.ValidateKey(msg.GetKey()); err != nil {
-		return upload.ConnectError(err)
+		return wire.ConnectError(err)
 	}
 	if msg.GetOffset() < 0 || msg.GetLength() < 0 {
-		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("offset and length must not be negative, got %d and %d", msg.GetOffset(), msg.GetLength()))
+		return wire.ConnectError(wire.Errorf(wire.ErrInvalidArgument, "offset and length must not be negative, got %d and %d", msg.GetOffset(), msg.GetLength()))
 	}
 	length := msg.GetLength()
 	if length == 0 {
@@ -51,13 +51,13 @@ func (s *Service) Download(ctx context.Context, req *connect.Request[ferryv1.Dow
 	r, info, err := s.store.ReadObject(ctx, msg.GetKey(), msg.GetOffset(), length, store.ReadOptions{IfMatch: msg.GetIfMatch()})
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return connect.NewError(connect.CodeNotFound, fmt.Errorf("object %q not found", msg.GetKey()))
+		return wire.ConnectError(wire.Errorf(store.ErrNotFound, "object %q not found", msg.GetKey()))
 	case errors.Is(err, store.ErrPreconditionFailed):
-		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("object %q changed: its ETag is no longer %q; download it again from offset 0", msg.GetKey(), msg.GetIfMatch()))
+		return wire.ConnectError(wire.Errorf(store.ErrPreconditionFailed, "object %q changed: its ETag is no longer %q; download it again from offset 0", msg.GetKey(), msg.GetIfMatch()))
 	case errors.Is(err, store.ErrInvalidRange):
-		return connect.NewError(connect.CodeOutOfRange, fmt.Errorf("offset %d is past the end of object %q", msg.GetOffset(), msg.GetKey()))
+		return wire.ConnectError(wire.Errorf(store.ErrInvalidRange, "offset %d is past the end of object %q", msg.GetOffset(), msg.GetKey()))
 	case err != nil:
-		return upload.ConnectError(err)
+		return wire.ConnectError(err)
 	}
 	defer r.Close()
 	// The bytes to send: the store checked offset <= size, so this cannot
@@ -83,9 +83,9 @@ func (s *Service) Download(ctx context.Context, req *connect.Request[ferryv1.Dow
 		if err != nil {
 			// The store ended early or failed: the client resumes from what it got.
 			if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-				return connect.NewError(connect.CodeUnavailable, fmt.Errorf("object store ended the read at byte %d of %d; resume from there", msg.GetOffset()+sent, msg.GetOffset()+n))
+				return wire.ConnectError(wire.Errorf(store.ErrUnavailable, "object store ended the read at byte %d of %d; resume from there", msg.GetOffset()+sent, msg.GetOffset()+n))
 			}
-			return upload.ConnectError(err)
+			return wire.ConnectError(err)
 		}
 		data.Data = buf[:k] // Send marshals before it returns, so buf may be reused.
 		if err := stream.Send(res); err != nil {

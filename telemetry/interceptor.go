@@ -274,7 +274,7 @@ func (i *interceptor) finish(ctx context.Context, c *call, r *rpcRecord, procedu
 		} else {
 			attrs = append(attrs, slog.String("err", err.Error()))
 		}
-		// What the client was not told (see upload.ConnectError): the
+		// What the client was not told (see wire.ConnectError): the
 		// cause of an internal error, for the operator.
 		var c causer
 		if errors.As(err, &c) && c.Cause() != nil {
@@ -292,7 +292,7 @@ func isUpload(procedure string) bool {
 }
 
 // causer is an error that hides its cause from the client, as
-// upload.ConnectError's generic messages do.
+// wire.ConnectError's generic messages do.
 type causer interface{ Cause() error }
 
 // size returns the encoded size of a protobuf message, 0 for anything else.

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	ferryv1 "github.com/ferryhq/ferry/proto/ferry/v1"
+	"github.com/ferryhq/ferry/proto/wire"
 	"github.com/ferryhq/ferry/store"
 )
 
@@ -129,9 +130,9 @@ func (c *completion) chunks() []store.Part {
 func (c *completion) checkFinish(size *int64, crc *uint32) error {
 	switch {
 	case size != nil && *size != c.Size:
-		return errorf(ErrInvalidArgument, "upload %s was completed as an object of %d bytes, not %d", c.UploadID, c.Size, *size)
+		return wire.Errorf(wire.ErrInvalidArgument, "upload %s was completed as an object of %d bytes, not %d", c.UploadID, c.Size, *size)
 	case crc != nil && *crc != c.CRC32C:
-		return errorf(ErrInvalidArgument, "upload %s was completed as an object with crc32c %08x, not %08x", c.UploadID, c.CRC32C, *crc)
+		return wire.Errorf(wire.ErrInvalidArgument, "upload %s was completed as an object with crc32c %08x, not %08x", c.UploadID, c.CRC32C, *crc)
 	}
 	return nil
 }
@@ -141,25 +142,25 @@ func (c *completion) checkFinish(size *int64, crc *uint32) error {
 // the same. It returns the chunk as committed.
 func (c *completion) checkChunk(ch *ferryv1.Chunk) (store.Part, error) {
 	if ch == nil {
-		return store.Part{}, errorf(ErrInvalidArgument, "chunk is missing")
+		return store.Part{}, wire.Errorf(wire.ErrInvalidArgument, "chunk is missing")
 	}
 	n := int64(len(ch.GetData()))
 	if err := (geometry{size: c.Size, chunkSize: c.ChunkSize}).checkChunk(ch.GetIndex(), n); err != nil {
 		return store.Part{}, err
 	}
 	if ch.Crc32C == nil {
-		return store.Part{}, errorf(ErrInvalidArgument, "chunk %d has no crc32c; it is required", ch.GetIndex())
+		return store.Part{}, wire.Errorf(wire.ErrInvalidArgument, "chunk %d has no crc32c; it is required", ch.GetIndex())
 	}
 	if store.CRC32C(ch.GetData()) != ch.GetCrc32C() {
-		return store.Part{}, errorf(store.ErrChecksumMismatch, "chunk %d: crc32c %08x does not match its %d bytes; nothing was stored, send it again", ch.GetIndex(), ch.GetCrc32C(), n)
+		return store.Part{}, wire.Errorf(store.ErrChecksumMismatch, "chunk %d: crc32c %08x does not match its %d bytes; nothing was stored, send it again", ch.GetIndex(), ch.GetCrc32C(), n)
 	}
 	parts := c.chunks()
 	if parts == nil {
-		return store.Part{}, errorf(ErrIncomplete, "upload %s is completed; its chunks can no longer be checked, so no chunk can be sent to it", c.UploadID)
+		return store.Part{}, wire.Errorf(wire.ErrIncomplete, "upload %s is completed; its chunks can no longer be checked, so no chunk can be sent to it", c.UploadID)
 	}
 	p := parts[ch.GetIndex()]
 	if p.CRC32C != ch.GetCrc32C() {
-		return store.Part{}, errorf(ErrIncomplete, "upload %s is completed, and its chunk %d had crc32c %08x, not %08x: the data changed since", c.UploadID, ch.GetIndex(), p.CRC32C, ch.GetCrc32C())
+		return store.Part{}, wire.Errorf(wire.ErrIncomplete, "upload %s is completed, and its chunk %d had crc32c %08x, not %08x: the data changed since", c.UploadID, ch.GetIndex(), p.CRC32C, ch.GetCrc32C())
 	}
 	return p, nil
 }

@@ -6,6 +6,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/ferryhq/ferry/proto/wire"
 	"github.com/ferryhq/ferry/store"
 )
 
@@ -72,12 +73,12 @@ func (s *Service) checkKeyFree(ctx context.Context, key string) error {
 	}
 	for i, ok := range found {
 		if ok {
-			return errorf(store.ErrKeyConflict, "an object exists under %q, a parent of key %q: a key cannot name both an object and a folder of objects; delete %q or choose another key",
+			return wire.Errorf(store.ErrKeyConflict, "an object exists under %q, a parent of key %q: a key cannot name both an object and a folder of objects; delete %q or choose another key",
 				ancestors[i], key, ancestors[i])
 		}
 	}
 	if child != "" {
-		return errorf(store.ErrKeyConflict, "objects exist under %q (such as %q): a key cannot name both an object and a folder of objects; delete them or choose another key",
+		return wire.Errorf(store.ErrKeyConflict, "objects exist under %q (such as %q): a key cannot name both an object and a folder of objects; delete them or choose another key",
 			key+"/", child)
 	}
 	return nil

@@ -13,6 +13,7 @@ import (
 
 	ferryv1 "github.com/ferryhq/ferry/proto/ferry/v1"
 	"github.com/ferryhq/ferry/proto/ferry/v1/ferryv1connect"
+	"github.com/ferryhq/ferry/proto/wire"
 	"github.com/ferryhq/ferry/store"
 	"github.com/ferryhq/ferry/store/diskstore"
 )
@@ -293,11 +294,11 @@ func TestKeyConflictStoreErrors(t *testing.T) {
 // with a generic message, not internal.
 func TestConnectErrorKeyConflict(t *testing.T) {
 	t.Parallel()
-	err := ConnectError(errors.Join(errors.New("s3 PutObject \"d/a/b\" at http://10.0.0.1:9000"), store.ErrKeyConflict))
+	err := wire.ConnectError(errors.Join(errors.New("s3 PutObject \"d/a/b\" at http://10.0.0.1:9000"), store.ErrKeyConflict))
 	if codeOf(err) != connect.CodeFailedPrecondition {
-		t.Fatalf("ConnectError(store.ErrKeyConflict) = %v, want failed_precondition", err)
+		t.Fatalf("wire.ConnectError(store.ErrKeyConflict) = %v, want failed_precondition", err)
 	}
 	if strings.Contains(err.Error(), "10.0.0.1") {
-		t.Errorf("ConnectError(store.ErrKeyConflict) = %q, which leaks the store's text", err)
+		t.Errorf("wire.ConnectError(store.ErrKeyConflict) = %q, which leaks the store's text", err)
 	}
 }

@@ -39,7 +39,7 @@
 // implements [ferryv1connect.UploadServiceHandler] on top of them
 // (handler.go): the client-streaming Upload and the unary CreateUpload,
 // PutChunk, GetUpload, CompleteUpload and AbortUpload that browsers use both
-// call the same methods. [ConnectError] is the one place where store and
+// call the same methods. [wire.ConnectError] is the one place where store and
 // domain errors become Connect codes; package download uses it too.
 //
 // Abandoned uploads, and what crashes leave (manifests of finished

@@ -9,6 +9,7 @@ import (
 
 	ferryv1 "github.com/ferryhq/ferry/proto/ferry/v1"
 	"github.com/ferryhq/ferry/proto/ferry/v1/ferryv1connect"
+	"github.com/ferryhq/ferry/proto/wire"
 	"github.com/ferryhq/ferry/store"
 )
 
@@ -25,7 +26,7 @@ var _ ferryv1connect.UploadServiceHandler = (*Service)(nil)
 func (s *Service) Upload(ctx context.Context, stream *connect.ClientStream[ferryv1.UploadRequest]) (*connect.Response[ferryv1.UploadResponse], error) {
 	if !stream.Receive() {
 		if err := stream.Err(); err != nil {
-			return nil, ConnectError(err)
+			return nil, wire.ConnectError(err)
 		}
 		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("empty stream: the first message must be a header"))
 	}
@@ -53,10 +54,10 @@ func (s *Service) Upload(ctx context.Context, stream *connect.ClientStream[ferry
 			}
 		}
 	default:
-		err = errorf(ErrInvalidArgument, "the header must create an upload or name one")
+		err = wire.Errorf(wire.ErrInvalidArgument, "the header must create an upload or name one")
 	}
 	if err != nil {
-		return nil, ConnectError(err)
+		return nil, wire.ConnectError(err)
 	}
 	res, err := s.uploadStream(ctx, stream, m, ahead)
 	if err != nil {
@@ -92,7 +93,7 @@ func (s *Service) uploadStream(ctx context.Context, stream *connect.ClientStream
 				if c, _ := s.completedMeanwhile(ctx, m, err); c != nil {
 					return s.uploadCompleted(ctx, stream, c, append([]*ferryv1.UploadRequest{msg}, ahead...), res.Committed)
 				}
-				return nil, ConnectError(err)
+				return nil, wire.ConnectError(err)
 			}
 			res.Committed = append(res.Committed, body.Chunk.GetIndex())
 		case *ferryv1.UploadRequest_Finish:
@@ -104,12 +105,12 @@ func (s *Service) uploadStream(ctx context.Context, stream *connect.ClientStream
 		}
 	}
 	if err := stream.Err(); err != nil {
-		return nil, ConnectError(err)
+		return nil, wire.ConnectError(err)
 	}
 	if finish != nil {
 		info, count, err := s.complete(ctx, m, finish.Size, finish.Crc32C)
 		if err != nil {
-			return nil, ConnectError(err)
+			return nil, wire.ConnectError(err)
 		}
 		res.Object, res.ChunkCount = ObjectProto(info), count
 	}
@@ -149,7 +150,7 @@ func (s *Service) uploadCompleted(ctx context.Context, stream *connect.ClientStr
 		switch body := msg.GetMessage().(type) {
 		case *ferryv1.UploadRequest_Chunk:
 			if _, err := c.checkChunk(body.Chunk); err != nil {
-				return nil, ConnectError(err)
+				return nil, wire.ConnectError(err)
 			}
 			res.Committed = append(res.Committed, body.Chunk.GetIndex())
 		case *ferryv1.UploadRequest_Finish:
@@ -161,11 +162,11 @@ func (s *Service) uploadCompleted(ctx context.Context, stream *connect.ClientStr
 		}
 	}
 	if err := stream.Err(); err != nil {
-		return nil, ConnectError(err)
+		return nil, wire.ConnectError(err)
 	}
 	if finish != nil {
 		if err := c.checkFinish(finish.Size, finish.Crc32C); err != nil {
-			return nil, ConnectError(err)
+			return nil, wire.ConnectError(err)
 		}
 		res.Object, res.ChunkCount = ObjectProto(c.object()), c.count()
 	}
@@ -177,7 +178,7 @@ func (s *Service) uploadCompleted(ctx context.Context, stream *connect.ClientStr
 func (s *Service) CreateUpload(ctx context.Context, req *connect.Request[ferryv1.CreateUploadRequest]) (*connect.Response[ferryv1.CreateUploadResponse], error) {
 	m, err := s.create(ctx, req.Msg.GetSpec())
 	if err != nil {
-		return nil, ConnectError(err)
+		return nil, wire.ConnectError(err)
 	}
 	return connect.NewResponse(&ferryv1.CreateUploadResponse{Upload: s.uploadInfo(m)}), nil
 }
@@ -190,11 +191,11 @@ func (s *Service) PutChunk(ctx context.Context, req *connect.Request[ferryv1.Put
 	if err != nil {
 		c, err := s.openCompleted(ctx, req.Msg.GetUploadId(), err)
 		if err != nil {
-			return nil, ConnectError(err)
+			return nil, wire.ConnectError(err)
 		}
 		part, err := c.checkChunk(req.Msg.GetChunk())
 		if err != nil {
-			return nil, ConnectError(err)
+			return nil, wire.ConnectError(err)
 		}
 		return connect.NewResponse(&ferryv1.PutChunkResponse{Chunk: chunkProto(part)}), nil
 	}
@@ -205,7 +206,7 @@ func (s *Service) PutChunk(ctx context.Context, req *connect.Request[ferryv1.Put
 		err = cerr
 	}
 	if err != nil {
-		return nil, ConnectError(err)
+		return nil, wire.ConnectError(err)
 	}
 	return connect.NewResponse(&ferryv1.PutChunkResponse{Chunk: chunkProto(part)}), nil
 }
@@ -219,7 +220,7 @@ func (s *Service) GetUpload(ctx context.Context, req *connect.Request[ferryv1.Ge
 	var done *completion
 	if err != nil {
 		if done, err = s.openCompleted(ctx, req.Msg.GetUploadId(), err); err != nil {
-			return nil, ConnectError(err)
+			return nil, wire.ConnectError(err)
 		}
 	}
 	size := int(req.Msg.GetPageSize())
@@ -227,13 +228,13 @@ func (s *Service) GetUpload(ctx context.Context, req *connect.Request[ferryv1.Ge
 	case size == 0:
 		size = 1000
 	case size < 0 || size > store.MaxParts:
-		return nil, ConnectError(errorf(ErrInvalidArgument, "page_size must be 0 to %d, got %d", store.MaxParts, size))
+		return nil, wire.ConnectError(wire.Errorf(wire.ErrInvalidArgument, "page_size must be 0 to %d, got %d", store.MaxParts, size))
 	}
 	marker := 0
 	if tok := req.Msg.GetPageToken(); tok != "" {
 		last, err := strconv.Atoi(tok)
 		if err != nil || last < 0 || last >= store.MaxParts {
-			return nil, ConnectError(errorf(ErrInvalidArgument, "page_token %q is not one this service gave", tok))
+			return nil, wire.ConnectError(wire.Errorf(wire.ErrInvalidArgument, "page_token %q is not one this service gave", tok))
 		}
 		marker = last + 1 // part number of the last chunk listed
 	}
@@ -245,7 +246,7 @@ func (s *Service) GetUpload(ctx context.Context, req *connect.Request[ferryv1.Ge
 		if done, err = s.completedMeanwhile(ctx, m, err); done != nil {
 			return connect.NewResponse(s.completedUpload(done, marker, size)), nil
 		}
-		return nil, ConnectError(err)
+		return nil, wire.ConnectError(err)
 	}
 	res := &ferryv1.GetUploadResponse{Upload: s.uploadInfo(m, parts...)}
 	for _, p := range parts {
@@ -287,16 +288,16 @@ func (s *Service) CompleteUpload(ctx context.Context, req *connect.Request[ferry
 	if err != nil {
 		c, err := s.openCompleted(ctx, req.Msg.GetUploadId(), err)
 		if err != nil {
-			return nil, ConnectError(err)
+			return nil, wire.ConnectError(err)
 		}
 		if err := c.checkFinish(req.Msg.Size, req.Msg.Crc32C); err != nil {
-			return nil, ConnectError(err)
+			return nil, wire.ConnectError(err)
 		}
 		return connect.NewResponse(&ferryv1.CompleteUploadResponse{Object: ObjectProto(c.object()), ChunkCount: c.count()}), nil
 	}
 	info, count, err := s.complete(ctx, m, req.Msg.Size, req.Msg.Crc32C)
 	if err != nil {
-		return nil, ConnectError(err)
+		return nil, wire.ConnectError(err)
 	}
 	return connect.NewResponse(&ferryv1.CompleteUploadResponse{Object: ObjectProto(info), ChunkCount: count}), nil
 }
@@ -305,10 +306,10 @@ func (s *Service) CompleteUpload(ctx context.Context, req *connect.Request[ferry
 func (s *Service) AbortUpload(ctx context.Context, req *connect.Request[ferryv1.AbortUploadRequest]) (*connect.Response[ferryv1.AbortUploadResponse], error) {
 	m, err := s.openUpload(ctx, req.Msg.GetUploadId())
 	if err != nil {
-		return nil, ConnectError(err)
+		return nil, wire.ConnectError(err)
 	}
 	if err := s.abort(ctx, m); err != nil {
-		return nil, ConnectError(err)
+		return nil, wire.ConnectError(err)
 	}
 	return connect.NewResponse(&ferryv1.AbortUploadResponse{}), nil
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/ferryhq/ferry/proto/wire"
 	"github.com/ferryhq/ferry/store"
 )
 
@@ -88,16 +89,16 @@ func (c *manifestCache) remove(id string) {
 // canonical form), so malformed IDs never reach the store.
 func checkUploadID(id string) error {
 	if id == "" {
-		return errorf(ErrInvalidArgument, "upload_id is empty")
+		return wire.Errorf(wire.ErrInvalidArgument, "upload_id is empty")
 	}
 	if u, err := uuid.Parse(id); err != nil || u.String() != id {
-		return errorf(ErrInvalidArgument, "upload_id %q is not an upload ID", id)
+		return wire.Errorf(wire.ErrInvalidArgument, "upload_id %q is not an upload ID", id)
 	}
 	return nil
 }
 
 func uploadNotFound(id string) error {
-	return errorf(store.ErrUploadNotFound, "upload %s not found: it never existed, expired, was aborted or completed", id)
+	return wire.Errorf(store.ErrUploadNotFound, "upload %s not found: it never existed, expired, was aborted or completed", id)
 }
 
 // pending reports whether m was written before its multipart upload

@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 
 	ferryv1 "github.com/ferryhq/ferry/proto/ferry/v1"
+	"github.com/ferryhq/ferry/proto/wire"
 	"github.com/ferryhq/ferry/store"
 )
 
@@ -90,9 +91,9 @@ func (s *Service) oneShot(ctx context.Context, stream *connect.ClientStream[ferr
 	})
 	switch {
 	case errors.Is(err, store.ErrChecksumMismatch):
-		return nil, nil, errorf(store.ErrChecksumMismatch, "chunk 0: crc32c %08x does not match its %d bytes; nothing was stored, send it again", crc, size)
+		return nil, nil, wire.Errorf(store.ErrChecksumMismatch, "chunk 0: crc32c %08x does not match its %d bytes; nothing was stored, send it again", crc, size)
 	case errors.Is(err, store.ErrPreconditionFailed) && spec.GetIfNoneMatch():
-		return nil, nil, errorf(ErrAlreadyExists, "an object already exists under %q and the upload asked for if_none_match; the upload was aborted", spec.GetKey())
+		return nil, nil, wire.Errorf(wire.ErrAlreadyExists, "an object already exists under %q and the upload asked for if_none_match; the upload was aborted", spec.GetKey())
 	case err != nil:
 		return nil, nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"unicode"
 
+	"github.com/ferryhq/ferry/proto/wire"
 	"github.com/ferryhq/ferry/store"
 )
 
@@ -64,7 +65,7 @@ func chunkLen(index, size, chunkSize int64) int64 {
 // chunk, at most maxChunk, and keeps the object within store.MaxParts chunks.
 func chooseChunkSize(size, requested, defaultChunk, maxChunk int64) (int64, error) {
 	if requested < 0 {
-		return 0, errorf(ErrInvalidArgument, "chunk_size must not be negative, got %d", requested)
+		return 0, wire.Errorf(wire.ErrInvalidArgument, "chunk_size must not be negative, got %d", requested)
 	}
 	chunk := requested
 	if chunk == 0 {
@@ -78,15 +79,15 @@ func chooseChunkSize(size, requested, defaultChunk, maxChunk int64) (int64, erro
 	}
 	if chunk > maxChunk {
 		if requested == 0 {
-			return 0, errorf(ErrInvalidArgument, "object of %d bytes is too large: it needs chunks over this server's maximum of %d bytes (S3 allows at most %d parts)", size, maxChunk, store.MaxParts)
+			return 0, wire.Errorf(wire.ErrInvalidArgument, "object of %d bytes is too large: it needs chunks over this server's maximum of %d bytes (S3 allows at most %d parts)", size, maxChunk, store.MaxParts)
 		}
-		return 0, errorf(ErrInvalidArgument, "chunk_size %d is over this server's maximum of %d bytes", chunk, maxChunk)
+		return 0, wire.Errorf(wire.ErrInvalidArgument, "chunk_size %d is over this server's maximum of %d bytes", chunk, maxChunk)
 	}
 	if chunk < store.MinPartSize && (size < 0 || size > chunk) {
-		return 0, errorf(ErrInvalidArgument, "chunk_size %d is under %d bytes: S3 requires parts of at least 5 MiB except the last", chunk, store.MinPartSize)
+		return 0, wire.Errorf(wire.ErrInvalidArgument, "chunk_size %d is under %d bytes: S3 requires parts of at least 5 MiB except the last", chunk, store.MinPartSize)
 	}
 	if size >= 0 && chunkCount(size, chunk) > store.MaxParts {
-		return 0, errorf(ErrInvalidArgument, "%d bytes in chunks of %d bytes is %d chunks; S3 allows at most %d parts", size, chunk, chunkCount(size, chunk), store.MaxParts)
+		return 0, wire.Errorf(wire.ErrInvalidArgument, "%d bytes in chunks of %d bytes is %d chunks; S3 allows at most %d parts", size, chunk, chunkCount(size, chunk), store.MaxParts)
 	}
 	return chunk, nil
 }
@@ -95,26 +96,26 @@ func chooseChunkSize(size, requested, defaultChunk, maxChunk int64) (int64, erro
 // upload with geometry g.
 func (g geometry) checkChunk(index, n int64) error {
 	if index < 0 {
-		return errorf(ErrInvalidArgument, "chunk index %d is negative", index)
+		return wire.Errorf(wire.ErrInvalidArgument, "chunk index %d is negative", index)
 	}
 	if g.size >= 0 {
 		count := chunkCount(g.size, g.chunkSize)
 		if index >= count {
-			return errorf(ErrInvalidArgument, "chunk index %d is out of range: the object of %d bytes has %d chunks (0 to %d)", index, g.size, count, count-1)
+			return wire.Errorf(wire.ErrInvalidArgument, "chunk index %d is out of range: the object of %d bytes has %d chunks (0 to %d)", index, g.size, count, count-1)
 		}
 		if want := chunkLen(index, g.size, g.chunkSize); n != want {
-			return errorf(ErrInvalidArgument, "chunk %d must be %d bytes, got %d", index, want, n)
+			return wire.Errorf(wire.ErrInvalidArgument, "chunk %d must be %d bytes, got %d", index, want, n)
 		}
 		return nil
 	}
 	if index >= store.MaxParts {
-		return errorf(ErrInvalidArgument, "chunk index %d is out of range: S3 allows at most %d parts", index, store.MaxParts)
+		return wire.Errorf(wire.ErrInvalidArgument, "chunk index %d is out of range: S3 allows at most %d parts", index, store.MaxParts)
 	}
 	if n > g.chunkSize {
-		return errorf(ErrInvalidArgument, "chunk %d is %d bytes, over the upload's chunk size of %d", index, n, g.chunkSize)
+		return wire.Errorf(wire.ErrInvalidArgument, "chunk %d is %d bytes, over the upload's chunk size of %d", index, n, g.chunkSize)
 	}
 	if n == 0 && index > 0 {
-		return errorf(ErrInvalidArgument, "chunk %d is empty: only the single chunk of an empty object may be", index)
+		return wire.Errorf(wire.ErrInvalidArgument, "chunk %d is empty: only the single chunk of an empty object may be", index)
 	}
 	return nil
 }
@@ -122,10 +123,10 @@ func (g geometry) checkChunk(index, n int64) error {
 // checkContentType reports whether s may be stored as a content type.
 func checkContentType(s string) error {
 	if len(s) > maxContentTypeBytes {
-		return errorf(ErrInvalidArgument, "content_type is %d bytes, the limit is %d", len(s), maxContentTypeBytes)
+		return wire.Errorf(wire.ErrInvalidArgument, "content_type is %d bytes, the limit is %d", len(s), maxContentTypeBytes)
 	}
 	if !printableASCII(s) {
-		return errorf(ErrInvalidArgument, "content_type must be printable ASCII")
+		return wire.Errorf(wire.ErrInvalidArgument, "content_type must be printable ASCII")
 	}
 	return nil
 }
@@ -139,15 +140,15 @@ func checkMetadata(md map[string]string) error {
 		if k == "" || strings.IndexFunc(k, func(r rune) bool {
 			return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-')
 		}) >= 0 {
-			return errorf(ErrInvalidArgument, "metadata key %q must be lower-case letters, digits and '-'", k)
+			return wire.Errorf(wire.ErrInvalidArgument, "metadata key %q must be lower-case letters, digits and '-'", k)
 		}
 		if !printableASCII(v) {
-			return errorf(ErrInvalidArgument, "metadata value of %q must be printable ASCII", k)
+			return wire.Errorf(wire.ErrInvalidArgument, "metadata value of %q must be printable ASCII", k)
 		}
 		total += len(k) + len(v)
 	}
 	if total > maxMetadataBytes {
-		return errorf(ErrInvalidArgument, "metadata is %d bytes, S3 allows at most %d", total, maxMetadataBytes)
+		return wire.Errorf(wire.ErrInvalidArgument, "metadata is %d bytes, S3 allows at most %d", total, maxMetadataBytes)
 	}
 	return nil
 }

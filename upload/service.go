@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	ferryv1 "github.com/ferryhq/ferry/proto/ferry/v1"
+	"github.com/ferryhq/ferry/proto/wire"
 	"github.com/ferryhq/ferry/store"
 )
 
@@ -150,7 +151,7 @@ func (s *Service) openUpload(ctx context.Context, id string) (*manifest, error) 
 // byte size, over the configured maximum.
 func (s *Service) checkObjectSize(size int64) error {
 	if size > s.maxObjectSize {
-		return errorf(ErrInvalidArgument, "object size %d bytes exceeds this server's maximum of %d bytes", size, s.maxObjectSize)
+		return wire.Errorf(wire.ErrInvalidArgument, "object size %d bytes exceeds this server's maximum of %d bytes", size, s.maxObjectSize)
 	}
 	return nil
 }
@@ -226,15 +227,14 @@ func (s *Service) create(ctx context.Context, spec *ferryv1.UploadSpec) (*manife
 // request: then the call may have done its work all the same, and may
 // succeed if tried again.
 func storeFault(err error) bool {
-	var safe *clientError
-	return !errors.As(err, &safe) && !errors.Is(err, store.ErrInvalidKey)
+	return !wire.ClientSafe(err)
 }
 
 // checkSpec validates the spec of a new upload and returns its size (-1
 // when not given) and the chunk size it gets.
 func (s *Service) checkSpec(spec *ferryv1.UploadSpec) (size, chunk int64, err error) {
 	if spec == nil {
-		return 0, 0, errorf(ErrInvalidArgument, "upload spec is missing")
+		return 0, 0, wire.Errorf(wire.ErrInvalidArgument, "upload spec is missing")
 	}
 	if err := store.ValidateKey(spec.GetKey()); err != nil {
 		return 0, 0, err
@@ -243,7 +243,7 @@ func (s *Service) checkSpec(spec *ferryv1.UploadSpec) (size, chunk int64, err er
 	if spec.Size != nil {
 		size = spec.GetSize()
 		if size < 0 {
-			return 0, 0, errorf(ErrInvalidArgument, "size must not be negative, got %d", size)
+			return 0, 0, wire.Errorf(wire.ErrInvalidArgument, "size must not be negative, got %d", size)
 		}
 	}
 	chunk, err = chooseChunkSize(size, spec.GetChunkSize(), s.chunkSize, s.maxChunkSize)
@@ -267,7 +267,7 @@ func (s *Service) checkSpec(spec *ferryv1.UploadSpec) (size, chunk int64, err er
 // when it differs.
 func (s *Service) putChunk(ctx context.Context, m *manifest, c *ferryv1.Chunk) (store.Part, error) {
 	if c == nil {
-		return store.Part{}, errorf(ErrInvalidArgument, "chunk is missing")
+		return store.Part{}, wire.Errorf(wire.ErrInvalidArgument, "chunk is missing")
 	}
 	n := int64(len(c.GetData()))
 	if err := m.geometry().checkChunk(c.GetIndex(), n); err != nil {
@@ -277,12 +277,12 @@ func (s *Service) putChunk(ctx context.Context, m *manifest, c *ferryv1.Chunk) (
 		return store.Part{}, err
 	}
 	if c.Crc32C == nil {
-		return store.Part{}, errorf(ErrInvalidArgument, "chunk %d has no crc32c; it is required", c.GetIndex())
+		return store.Part{}, wire.Errorf(wire.ErrInvalidArgument, "chunk %d has no crc32c; it is required", c.GetIndex())
 	}
 	part, err := s.store.UploadPart(ctx, m.Key, m.StoreUploadID, int(c.GetIndex())+1, bytes.NewReader(c.GetData()), n, c.GetCrc32C())
 	switch {
 	case errors.Is(err, store.ErrChecksumMismatch):
-		return store.Part{}, errorf(store.ErrChecksumMismatch, "chunk %d: crc32c %08x does not match its %d bytes; nothing was stored, send it again", c.GetIndex(), c.GetCrc32C(), n)
+		return store.Part{}, wire.Errorf(store.ErrChecksumMismatch, "chunk %d: crc32c %08x does not match its %d bytes; nothing was stored, send it again", c.GetIndex(), c.GetCrc32C(), n)
 	case errors.Is(err, store.ErrUploadNotFound):
 		return store.Part{}, uploadNotFound(m.UploadID)
 	}
@@ -316,25 +316,25 @@ func (s *Service) complete(ctx context.Context, m *manifest, size *int64, crc *u
 	total := m.Size
 	switch {
 	case size != nil && *size < 0:
-		return store.ObjectInfo{}, 0, errorf(ErrInvalidArgument, "size must not be negative, got %d", *size)
+		return store.ObjectInfo{}, 0, wire.Errorf(wire.ErrInvalidArgument, "size must not be negative, got %d", *size)
 	case size != nil && total >= 0 && *size != total:
-		return store.ObjectInfo{}, 0, errorf(ErrInvalidArgument, "size %d differs from the %d bytes given when the upload was created", *size, total)
+		return store.ObjectInfo{}, 0, wire.Errorf(wire.ErrInvalidArgument, "size %d differs from the %d bytes given when the upload was created", *size, total)
 	case size != nil:
 		total = *size
 	case total < 0:
-		return store.ObjectInfo{}, 0, errorf(ErrInvalidArgument, "size is required: the upload was created without one")
+		return store.ObjectInfo{}, 0, wire.Errorf(wire.ErrInvalidArgument, "size is required: the upload was created without one")
 	}
 	if err := s.checkObjectSize(total); err != nil {
 		return store.ObjectInfo{}, 0, err
 	}
 	count := chunkCount(total, m.ChunkSize)
 	if count > store.MaxParts {
-		return store.ObjectInfo{}, 0, errorf(ErrInvalidArgument, "%d bytes in chunks of %d bytes is %d chunks; S3 allows at most %d parts", total, m.ChunkSize, count, store.MaxParts)
+		return store.ObjectInfo{}, 0, wire.Errorf(wire.ErrInvalidArgument, "%d bytes in chunks of %d bytes is %d chunks; S3 allows at most %d parts", total, m.ChunkSize, count, store.MaxParts)
 	}
 	want := m.CRC32C
 	if crc != nil {
 		if want != nil && *want != *crc {
-			return store.ObjectInfo{}, 0, errorf(ErrInvalidArgument, "crc32c %08x differs from the %08x given when the upload was created", *crc, *want)
+			return store.ObjectInfo{}, 0, wire.Errorf(wire.ErrInvalidArgument, "crc32c %08x differs from the %08x given when the upload was created", *crc, *want)
 		}
 		want = crc
 	}
@@ -352,14 +352,14 @@ func (s *Service) complete(ctx context.Context, m *manifest, size *int64, crc *u
 	for _, p := range parts {
 		i := int64(p.Number - 1)
 		if i >= count {
-			return store.ObjectInfo{}, 0, errorf(ErrIncomplete, "chunk %d is past the end of an object of %d bytes (%d chunks); abort the upload", i, total, count)
+			return store.ObjectInfo{}, 0, wire.Errorf(wire.ErrIncomplete, "chunk %d is past the end of an object of %d bytes (%d chunks); abort the upload", i, total, count)
 		}
 		for ; next < i; next++ {
 			missing = append(missing, next)
 		}
 		next = i + 1
 		if wantLen := chunkLen(i, total, m.ChunkSize); p.Size != wantLen {
-			return store.ObjectInfo{}, 0, errorf(ErrIncomplete, "chunk %d is %d bytes, but an object of %d bytes needs %d; send it again", i, p.Size, total, wantLen)
+			return store.ObjectInfo{}, 0, wire.Errorf(wire.ErrIncomplete, "chunk %d is %d bytes, but an object of %d bytes needs %d; send it again", i, p.Size, total, wantLen)
 		}
 		objectCRC = store.CombineCRC32C(objectCRC, p.CRC32C, p.Size)
 	}
@@ -367,10 +367,10 @@ func (s *Service) complete(ctx context.Context, m *manifest, size *int64, crc *u
 		missing = append(missing, next)
 	}
 	if len(missing) > 0 {
-		return store.ObjectInfo{}, 0, errorf(ErrIncomplete, "%d of %d chunks are missing: %s", len(missing), count, formatIndexes(missing))
+		return store.ObjectInfo{}, 0, wire.Errorf(wire.ErrIncomplete, "%d of %d chunks are missing: %s", len(missing), count, formatIndexes(missing))
 	}
 	if want != nil && *want != objectCRC {
-		return store.ObjectInfo{}, 0, errorf(ErrIncomplete, "whole-object crc32c mismatch: the stored chunks give %08x, the client expects %08x; the upload stays open", objectCRC, *want)
+		return store.ObjectInfo{}, 0, wire.Errorf(wire.ErrIncomplete, "whole-object crc32c mismatch: the stored chunks give %08x, the client expects %08x; the upload stays open", objectCRC, *want)
 	}
 
 	if err := s.checkKeyFree(ctx, m.Key); err != nil { // see conflict.go; the upload stays open
@@ -385,7 +385,7 @@ func (s *Service) complete(ctx context.Context, m *manifest, size *int64, crc *u
 	case errors.Is(err, store.ErrPreconditionFailed) && m.IfNoneMatch, errors.Is(err, store.ErrUploadNotFound):
 		return s.settle(ctx, m, parts, total, objectCRC, err)
 	case errors.Is(err, store.ErrInvalidPart):
-		return store.ObjectInfo{}, 0, errorf(store.ErrConflict, "a chunk of upload %s changed during completion; retry", m.UploadID)
+		return store.ObjectInfo{}, 0, wire.Errorf(store.ErrConflict, "a chunk of upload %s changed during completion; retry", m.UploadID)
 	case err != nil:
 		return store.ObjectInfo{}, 0, err
 	}
@@ -469,9 +469,9 @@ func (s *Service) settle(ctx context.Context, m *manifest, parts []store.Part, s
 		if aerr := s.abort(context.WithoutCancel(ctx), m); aerr != nil {
 			s.log.WarnContext(ctx, "abort after if_none_match failure", "upload_id", m.UploadID, "err", aerr)
 		}
-		return store.ObjectInfo{}, 0, errorf(ErrAlreadyExists, "an object already exists under %q and the upload asked for if_none_match; the upload was aborted", m.Key)
+		return store.ObjectInfo{}, 0, wire.Errorf(wire.ErrAlreadyExists, "an object already exists under %q and the upload asked for if_none_match; the upload was aborted", m.Key)
 	}
-	return store.ObjectInfo{}, 0, errorf(store.ErrConflict, "upload %s changed during its completion; retry", m.UploadID)
+	return store.ObjectInfo{}, 0, wire.Errorf(store.ErrConflict, "upload %s changed during its completion; retry", m.UploadID)
 }
 
 // abort discards upload m: its multipart upload, then its manifest.

@@ -1,4 +1,4 @@
-package upload
+package wire
 
 import (
 	"context"
@@ -10,8 +10,10 @@ import (
 	"github.com/ferryhq/ferry/store"
 )
 
-// Domain errors returned by [Service] methods, besides the store's
-// sentinels. They are wrapped with a message safe to show a client.
+// Kinds of error a server's domain code returns besides the store's
+// sentinels (package upload's Service returns them), wrapped by [Errorf]
+// with a message safe to show a client. [ConnectError] maps each to its
+// Connect code.
 var (
 	// ErrInvalidArgument: the request breaks a rule (bad key, chunk of the
 	// wrong size, index out of range, missing field...).
@@ -34,14 +36,27 @@ type clientError struct {
 func (e *clientError) Error() string { return e.msg }
 func (e *clientError) Unwrap() error { return e.kind }
 
-// errorf returns an error of the given kind with a client-safe message.
-func errorf(kind error, format string, args ...any) error {
+// Errorf returns an error of the given kind (a sentinel of this package or
+// of package store) whose message, formatted as by [fmt.Sprintf], is safe
+// to send to a client: [ConnectError] keeps it and gives the kind's code.
+// errors.Is(err, kind) holds.
+func Errorf(kind error, format string, args ...any) error {
 	return &clientError{kind: kind, msg: fmt.Sprintf(format, args...)}
 }
 
-// ConnectError maps an error from this package, package download or package
-// store to a *connect.Error with the matching code. Messages written for
-// clients (by this package and by [store.ValidateKey]) are kept; any other
+// ClientSafe reports whether err carries a message written for a client
+// (by [Errorf], or a [store.ErrInvalidKey] from [store.ValidateKey]): a
+// refusal of the request, not a failure of the server or its store.
+func ClientSafe(err error) bool {
+	var safe *clientError
+	return errors.As(err, &safe) || errors.Is(err, store.ErrInvalidKey)
+}
+
+// ConnectError is the one mapping from a server's errors to Connect codes:
+// it maps an error of this package, of the server packages (upload,
+// download) or of package store to a *connect.Error with the matching code.
+// Every handler returns its errors through it. Messages written for
+// clients (by [Errorf] and by [store.ValidateKey]) are kept; any other
 // error's text (which may name buckets or hosts) is replaced by a generic
 // message for its code, and the error itself stays reachable as the
 // *connect.Error's cause (its Cause method, and errors.Unwrap) for the
@@ -68,8 +83,7 @@ func ConnectError(err error) error {
 		return ce
 	}
 	code, generic := classify(err)
-	var safe *clientError
-	if errors.As(err, &safe) || errors.Is(err, store.ErrInvalidKey) {
+	if ClientSafe(err) {
 		return connect.NewError(code, errors.New(err.Error()))
 	}
 	return connect.NewError(code, &hiddenError{msg: generic, cause: err})
