@@ -12,7 +12,6 @@ import (
 	"github.com/ferryhq/ferry/proto/ferry/v1/ferryv1connect"
 	"github.com/ferryhq/ferry/proto/wire"
 	"github.com/ferryhq/ferry/store"
-	"github.com/ferryhq/ferry/upload"
 )
 
 // maxListPage is the most objects one ListObjects page returns, as in S3.
@@ -43,7 +42,7 @@ func (o *ObjectService) StatObject(ctx context.Context, req *connect.Request[fer
 	if err != nil {
 		return nil, wire.ConnectError(err)
 	}
-	return connect.NewResponse(&ferryv1.StatObjectResponse{Object: upload.ObjectProto(info)}), nil
+	return connect.NewResponse(&ferryv1.StatObjectResponse{Object: wire.Object(info)}), nil
 }
 
 // ListObjects implements ObjectService.ListObjects. The page token is the
@@ -79,7 +78,7 @@ func (o *ObjectService) ListObjects(ctx context.Context, req *connect.Request[fe
 			if strings.HasPrefix(info.Key, store.ReservedPrefix) {
 				continue
 			}
-			res.Objects = append(res.Objects, upload.ObjectProto(info))
+			res.Objects = append(res.Objects, wire.Object(info))
 		}
 		if !page.IsTruncated {
 			return connect.NewResponse(res), nil

@@ -12,7 +12,6 @@ import (
 	"github.com/ferryhq/ferry/proto/ferry/v1/ferryv1connect"
 	"github.com/ferryhq/ferry/proto/wire"
 	"github.com/ferryhq/ferry/store"
-	"github.com/ferryhq/ferry/upload"
 )
 
 // MaxDataMessage is the most bytes one data message carries: 1 MiB. Stock
@@ -67,7 +66,7 @@ func (s *Service) Download(ctx context.Context, req *connect.Request[ferryv1.Dow
 		n = min(n, length)
 	}
 	if err := stream.Send(&ferryv1.DownloadResponse{Message: &ferryv1.DownloadResponse_Header{Header: &ferryv1.DownloadHeader{
-		Object: upload.ObjectProto(info),
+		Object: wire.Object(info),
 		Offset: msg.GetOffset(),
 		Length: n,
 	}}}); err != nil {

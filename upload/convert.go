@@ -7,26 +7,6 @@ import (
 	"github.com/ferryhq/ferry/store"
 )
 
-// ObjectProto converts a store object to its wire form. Package download
-// uses it too, so both services describe objects the same way.
-func ObjectProto(info store.ObjectInfo) *ferryv1.Object {
-	o := &ferryv1.Object{
-		Key:         info.Key,
-		Size:        info.Size,
-		Etag:        info.ETag,
-		ContentType: info.ContentType,
-		Metadata:    info.Metadata,
-	}
-	if !info.LastModified.IsZero() {
-		o.LastModified = timestamppb.New(info.LastModified)
-	}
-	if info.HasCRC32C {
-		crc := info.CRC32C
-		o.Crc32C = &crc
-	}
-	return o
-}
-
 func chunkProto(p store.Part) *ferryv1.CommittedChunk {
 	return &ferryv1.CommittedChunk{Index: int64(p.Number - 1), Size: p.Size, Crc32C: p.CRC32C}
 }

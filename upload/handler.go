@@ -112,7 +112,7 @@ func (s *Service) uploadStream(ctx context.Context, stream *connect.ClientStream
 		if err != nil {
 			return nil, wire.ConnectError(err)
 		}
-		res.Object, res.ChunkCount = ObjectProto(info), count
+		res.Object, res.ChunkCount = wire.Object(info), count
 	}
 	return connect.NewResponse(res), nil
 }
@@ -168,7 +168,7 @@ func (s *Service) uploadCompleted(ctx context.Context, stream *connect.ClientStr
 		if err := c.checkFinish(finish.Size, finish.Crc32C); err != nil {
 			return nil, wire.ConnectError(err)
 		}
-		res.Object, res.ChunkCount = ObjectProto(c.object()), c.count()
+		res.Object, res.ChunkCount = wire.Object(c.object()), c.count()
 	}
 	s.log.DebugContext(ctx, "stream for a completed upload", "upload_id", c.UploadID, "chunks", len(res.Committed), "finish", finish != nil)
 	return connect.NewResponse(res), nil
@@ -262,7 +262,7 @@ func (s *Service) GetUpload(ctx context.Context, req *connect.Request[ferryv1.Ge
 // completedUpload is the page of GetUpload for the completed upload c: its
 // chunks with part numbers over marker, at most size of them.
 func (s *Service) completedUpload(c *completion, marker, size int) *ferryv1.GetUploadResponse {
-	res := &ferryv1.GetUploadResponse{Upload: s.completedInfo(c), Object: ObjectProto(c.object()), ChunkCount: c.count()}
+	res := &ferryv1.GetUploadResponse{Upload: s.completedInfo(c), Object: wire.Object(c.object()), ChunkCount: c.count()}
 	parts := c.chunks()
 	if marker < len(parts) {
 		parts = parts[marker:]
@@ -293,13 +293,13 @@ func (s *Service) CompleteUpload(ctx context.Context, req *connect.Request[ferry
 		if err := c.checkFinish(req.Msg.Size, req.Msg.Crc32C); err != nil {
 			return nil, wire.ConnectError(err)
 		}
-		return connect.NewResponse(&ferryv1.CompleteUploadResponse{Object: ObjectProto(c.object()), ChunkCount: c.count()}), nil
+		return connect.NewResponse(&ferryv1.CompleteUploadResponse{Object: wire.Object(c.object()), ChunkCount: c.count()}), nil
 	}
 	info, count, err := s.complete(ctx, m, req.Msg.Size, req.Msg.Crc32C)
 	if err != nil {
 		return nil, wire.ConnectError(err)
 	}
-	return connect.NewResponse(&ferryv1.CompleteUploadResponse{Object: ObjectProto(info), ChunkCount: count}), nil
+	return connect.NewResponse(&ferryv1.CompleteUploadResponse{Object: wire.Object(info), ChunkCount: count}), nil
 }
 
 // AbortUpload implements UploadService.AbortUpload.

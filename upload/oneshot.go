@@ -105,7 +105,7 @@ func (s *Service) oneShot(ctx context.Context, stream *connect.ClientStream[ferr
 	return &ferryv1.UploadResponse{
 		UploadId:   uuid.NewString(), // already complete: NotFound from now on
 		Committed:  []int64{0},
-		Object:     ObjectProto(info),
+		Object:     wire.Object(info),
 		ChunkCount: 1,
 	}, nil, nil
 }
