@@ -13,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	ferryv1 "github.com/ferryhq/ferry/proto/ferry/v1"
+
 	"github.com/ferryhq/ferry/proto/ferry/v1/ferryv1connect"
 	"github.com/ferryhq/ferry/upload"
 )
@@ -159,15 +161,15 @@ func loadThrough(t *testing.T, c *ferryCluster, setup string, urls []string, n i
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := clusterPut(ctx, j.client, j.key, j.content)
-			for tries := 0; upload.IsTransient(ctx, err) && tries < clusterLoadRetries; tries++ {
-				retries.Add(1)
-				select { // back off: 0.2 s, 0.4 s, ...
-				case <-ctx.Done():
-				case <-time.After(200 * time.Millisecond << tries):
+			_, err := backoff.Retry(ctx, func() (struct{}, error) {
+				err := clusterPut(ctx, j.client, j.key, j.content)
+				if err != nil && !upload.IsTransient(ctx, err) {
+					err = backoff.Permanent(err)
 				}
-				err = clusterPut(ctx, j.client, j.key, j.content)
-			}
+				return struct{}{}, err
+			}, backoff.WithBackOff(&backoff.ExponentialBackOff{
+				InitialInterval: 200 * time.Millisecond, RandomizationFactor: 0.5, Multiplier: 2, MaxInterval: 5 * time.Second,
+			}), backoff.WithMaxTries(1+clusterLoadRetries), backoff.WithNotify(func(error, time.Duration) { retries.Add(1) }))
 			if err != nil {
 				errs.Add(1)
 				mu.Lock()

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
+
 	"github.com/ferryhq/ferry/store"
 	"github.com/ferryhq/ferry/store/s3store"
 )
@@ -130,17 +132,14 @@ func TestClusterSamePartTwice(t *testing.T) {
 // HTTP 503, which every client retries), at most 20 times, backing off
 // from 50 ms to 1 s between calls.
 func whileUnavailable(ctx context.Context, f func() error) error {
-	wait := 50 * time.Millisecond
-	for tries := 1; ; tries++ {
+	_, err := backoff.Retry(ctx, func() (struct{}, error) {
 		err := f()
-		if !errors.Is(err, store.ErrUnavailable) || tries == 20 {
-			return err
+		if err != nil && !errors.Is(err, store.ErrUnavailable) {
+			err = backoff.Permanent(err)
 		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, time.Second)
-	}
+		return struct{}{}, err
+	}, backoff.WithBackOff(&backoff.ExponentialBackOff{
+		InitialInterval: 50 * time.Millisecond, RandomizationFactor: 0.5, Multiplier: 2, MaxInterval: time.Second,
+	}), backoff.WithMaxTries(20))
+	return err
 }

@@ -169,16 +169,10 @@ func TestStockGRPCClientGzip(t *testing.T) {
 	t.Parallel()
 	const largest = 16 * MiB
 	args := []string{"--max-chunk-size", "16MiB", "--stream-idle-timeout", "10m"}
-	for _, backend := range []struct {
-		name  string
-		start func(t *testing.T) *server
-	}{
-		{"s3", func(t *testing.T) *server { srv, _, _ := startS3Server(t, args...); return srv }},
-		{"disk", func(t *testing.T) *server { return startServer(t, append([]string{"--data", t.TempDir()}, args...)...) }},
-	} {
+	for _, backend := range backends {
 		t.Run(backend.name, func(t *testing.T) {
 			t.Parallel()
-			srv := backend.start(t)
+			srv := backend.start(t, args...)
 			conn, err := grpc.NewClient(srv.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
 				grpc.WithDefaultCallOptions(grpc.UseCompressor(gzip.Name), grpc.MaxCallSendMsgSize(128*MiB)))
 			if err != nil {

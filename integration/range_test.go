@@ -16,11 +16,14 @@ import (
 
 // backends are the stores a ferry server can sit in front of.
 var backends = []struct {
-	name  string
-	start func(t *testing.T) *server
+	name string
+	// start starts a server on the store with extra ferry serve flags.
+	start func(t *testing.T, extra ...string) *server
 }{
-	{"s3", func(t *testing.T) *server { srv, _, _ := startS3Server(t); return srv }},
-	{"disk", func(t *testing.T) *server { return startServer(t, "--data", t.TempDir()) }},
+	{"s3", func(t *testing.T, extra ...string) *server { srv, _, _ := startS3Server(t, extra...); return srv }},
+	{"disk", func(t *testing.T, extra ...string) *server {
+		return startServer(t, append([]string{"--data", t.TempDir()}, extra...)...)
+	}},
 }
 
 // httpClient returns the HTTP client a protocol's clients use: gRPC needs

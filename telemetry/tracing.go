@@ -22,8 +22,10 @@ import (
 )
 
 // propagator carries trace context between processes: W3C Trace Context
-// (traceparent, tracestate) and Baggage headers.
-var propagator = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
+// (traceparent, tracestate) only. Not Baggage: ferry reads none, and a
+// server would otherwise pass whatever baggage a client sent on to its
+// object store in every S3 request.
+var propagator propagation.TextMapPropagator = propagation.TraceContext{}
 
 // TracingEnabled reports whether traces are to be exported: endpoint (a
 // flag such as --otlp-endpoint) is set, or one of OpenTelemetry's standard
@@ -39,8 +41,8 @@ func TracingEnabled(endpoint string) bool {
 
 // StartTracing installs, when [TracingEnabled] says so, a global tracer
 // provider that exports spans over OTLP/HTTP (protobuf) in batches, with
-// the resource attribute service.name = service, and W3C Trace Context and
-// Baggage as the global propagators. endpoint is a URL
+// the resource attribute service.name = service, and W3C Trace Context as
+// the global propagator. endpoint is a URL
 // ("http://collector:4318", to which /v1/traces is added) and overrides
 // the environment; empty leaves the exporter to the standard OTEL_EXPORTER_
 // OTLP_* variables (endpoint, headers, timeout, TLS). Otherwise it changes
@@ -80,7 +82,7 @@ func StartTracing(ctx context.Context, service, endpoint string) (shutdown func(
 
 // RPCTracing returns a connect interceptor that makes a span per RPC, for
 // handlers and clients alike, with tp (nil: the global provider) and W3C
-// Trace Context and Baggage headers. A server span is the child of the span its caller
+// Trace Context headers. A server span is the child of the span its caller
 // propagated (W3C traceparent), through any proxy that forwards headers,
 // so that one trace runs from the CLI through a load balancer to the
 // store's requests. It records RPC metrics nowhere (the telemetry

@@ -97,6 +97,18 @@ func TestTracing(t *testing.T) {
 		t.Fatalf("StatObject of a missing key: %v, want not_found", err)
 	}
 
+	// A caller that lies in its trace headers: a malformed traceparent, a
+	// huge tracestate, baggage. The call is served as any other; its span
+	// starts a trace of its own.
+	liar := ferryv1connect.NewObjectServiceClient(srv.Client(), srv.URL)
+	req := connect.NewRequest(&ferryv1.StatObjectRequest{Key: "t/obj"})
+	req.Header().Set("traceparent", "00-zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz-0000000000000000-01")
+	req.Header().Set("tracestate", strings.Repeat("k=v,", 4000))
+	req.Header().Set("baggage", "secret=1")
+	if _, err := liar.StatObject(ctx, req); err != nil {
+		t.Fatalf("StatObject with malformed trace headers: %v", err)
+	}
+
 	spans := exp.GetSpans()
 	byID := map[trace.SpanID]tracetest.SpanStub{}
 	for _, s := range spans {
@@ -113,6 +125,9 @@ func TestTracing(t *testing.T) {
 	}
 	for _, proc := range []string{"ferry.v1.UploadService/Upload", "ferry.v1.DownloadService/Download", "ferry.v1.ObjectService/StatObject"} {
 		servers, clients := find(proc, trace.SpanKindServer), find(proc, trace.SpanKindClient)
+		if proc == "ferry.v1.ObjectService/StatObject" {
+			servers = servers[:1] // the traced caller's; the liar's is checked below
+		}
 		if len(servers) != 1 || len(clients) != 1 {
 			t.Fatalf("%s: %d server and %d client spans, want one each (spans: %v)", proc, len(servers), len(clients), names(spans))
 		}
@@ -144,6 +159,15 @@ func TestTracing(t *testing.T) {
 	}
 	if len(miss) != 1 || miss[0].Status.Code != codes.Error || !strings.Contains(miss[0].Status.Description, "not found") {
 		t.Errorf("the store span of a missing key: %+v, want one with status Error saying not found", miss)
+	}
+	var lied []tracetest.SpanStub
+	for _, s := range find("ferry.v1.ObjectService/StatObject", trace.SpanKindServer) {
+		if !s.Parent.IsValid() {
+			lied = append(lied, s)
+		}
+	}
+	if len(lied) != 1 || !lied[0].SpanContext.TraceID().IsValid() {
+		t.Errorf("the call with malformed trace headers made %d root server spans, want one with a trace of its own", len(lied))
 	}
 	refused := find("ferry.v1.ObjectService/StatObject", trace.SpanKindServer)[0]
 	if code := attr(refused, "rpc.response.status_code"); code != "NOT_FOUND" {

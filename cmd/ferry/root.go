@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -48,7 +47,13 @@ func usagef(format string, args ...any) error { return usageError{fmt.Errorf(for
 
 // run runs the ferry command line args and returns the exit status.
 func run(ctx context.Context, args []string, stdio stdio, lookupEnv lookupEnvFunc) int {
-	if name := commandName(args); name != "serve" && telemetry.TracingEnabled("") {
+	root := newRootCommand(stdio, lookupEnv)
+	// The subcommand cobra will run, as its path ("ferry upload").
+	name := root.Name()
+	if sub, _, err := root.Find(args); err == nil {
+		name = sub.CommandPath()
+	}
+	if name != root.Name()+" serve" && telemetry.TracingEnabled("") {
 		// One trace per client command: its RPCs' spans are children of
 		// this one (ferry serve has its own provider: --otlp-endpoint).
 		stop, err := telemetry.StartTracing(ctx, "ferry-cli", "")
@@ -61,11 +66,10 @@ func run(ctx context.Context, args []string, stdio stdio, lookupEnv lookupEnvFun
 				_ = stop(flushCtx)
 			}()
 			var span trace.Span
-			ctx, span = otel.Tracer("github.com/ferryhq/ferry/cmd/ferry").Start(ctx, strings.TrimSpace("ferry "+name))
+			ctx, span = otel.Tracer("github.com/ferryhq/ferry/cmd/ferry").Start(ctx, name)
 			defer span.End()
 		}
 	}
-	root := newRootCommand(stdio, lookupEnv)
 	root.SetArgs(args)
 	root.SetIn(stdio.in)
 	root.SetOut(stdio.out)
@@ -172,15 +176,4 @@ func maxArgs(n int) cobra.PositionalArgs {
 		}
 		return nil
 	}
-}
-
-// commandName returns the first argument that is not a flag: the
-// subcommand, or "" when there is none.
-func commandName(args []string) string {
-	for _, a := range args {
-		if !strings.HasPrefix(a, "-") {
-			return a
-		}
-	}
-	return ""
 }
