@@ -15,6 +15,9 @@
 //	ferry_rpcs_total{procedure,code}             finished RPCs by Connect code ("ok" for none)
 //	ferry_rpc_errors_total{procedure,code}       the failed ones alone
 //	ferry_rpc_duration_seconds{procedure}        whole RPC duration
+//	ferry_http_connections                       client connections served now (see [Metrics.Connections])
+//	ferry_http_connections_evicted_total         idle or silent connections closed to make room
+//	                                             for a new one at --max-connections
 //
 // plus the Go runtime and process collectors (go_*, process_*).
 package telemetry
@@ -86,6 +89,25 @@ func NewMetrics() *Metrics {
 // (or OpenMetrics) exposition format.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{Registry: m.registry})
+}
+
+// Connections registers ferry_http_connections, the number of client
+// connections open reports (called at each scrape), and returns the
+// function to call each time a connection is closed to make room for a
+// new one (ferry_http_connections_evicted_total): a rising count says the
+// server runs at --max-connections and clients see idle connections
+// closed. Call it at most once per Metrics; a second call panics (the
+// names are registered already).
+func (m *Metrics) Connections(open func() int) (evicted func()) {
+	evictions := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "ferry_http_connections_evicted_total",
+		Help: "Idle or silent client connections closed to make room for a new one at --max-connections.",
+	})
+	m.registry.MustRegister(evictions, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "ferry_http_connections",
+		Help: "Client connections served now (HTTP/1.1 and HTTP/2).",
+	}, func() float64 { return float64(open()) }))
+	return evictions.Inc
 }
 
 // Registry returns the registry of the metrics, for tests and for adding

@@ -562,6 +562,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	// Every connection costs buffers before any request on it is
 	// authenticated (docs/security.md's memory bound counts them).
 	conns := newConnLimiter(ln, cfg.maxConnections, sec.readHeaderTimeout)
+	conns.evicted = metrics.Connections(conns.Len)
 	srv := &http.Server{
 		ConnState:         conns.track,
 		Handler:           withIdleTimeout(handler, sec.streamIdleTimeout),

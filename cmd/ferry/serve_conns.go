@@ -29,6 +29,10 @@ type connLimiter struct {
 	max   int
 	grace time.Duration
 
+	// evicted, if set, is called (with mu held) for each connection
+	// closed to make room for a new one.
+	evicted func()
+
 	mu    sync.Mutex
 	cond  *sync.Cond
 	conns map[net.Conn]*connInfo // keyed by the net.Conn Accept returned
@@ -60,12 +64,22 @@ func (l *connLimiter) Accept() (net.Conn, error) {
 		if victim := l.evictable(); victim != nil {
 			delete(l.conns, victim)
 			_ = victim.Close() // the server then reports it closed
+			if l.evicted != nil {
+				l.evicted()
+			}
 			continue
 		}
 		l.waitChange()
 	}
 	l.conns[c] = &connInfo{state: http.StateNew, since: time.Now()}
 	return c, nil
+}
+
+// Len returns the number of connections served now.
+func (l *connLimiter) Len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.conns)
 }
 
 // waitChange waits until a connection changes state, or a connection that

@@ -3,6 +3,7 @@ package main
 import (
 	"net"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -43,6 +44,8 @@ func TestConnLimiter(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := newConnLimiter(ln, 2, 0)
+	var evicted atomic.Int32
+	l.evicted = func() { evicted.Add(1) }
 	t.Cleanup(func() { l.Close() })
 	accept := func() net.Conn {
 		t.Helper()
@@ -86,6 +89,12 @@ func TestConnLimiter(t *testing.T) {
 	}
 	if _, err := a.Read(make([]byte, 1)); err == nil {
 		t.Fatal("a, gone idle, was not closed for the waiting connection")
+	}
+	if n := evicted.Load(); n != 3 {
+		t.Errorf("%d evictions counted, want 3 (b, c, a)", n)
+	}
+	if n := l.Len(); n != 2 {
+		t.Errorf("Len() = %d, want 2", n)
 	}
 }
 
