@@ -7,11 +7,8 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
-	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"connectrpc.com/connect"
@@ -20,6 +17,7 @@ import (
 
 	ferryv1 "github.com/ferryhq/ferry/proto/ferry/v1"
 	"github.com/ferryhq/ferry/proto/ferry/v1/ferryv1connect"
+	"github.com/ferryhq/ferry/proto/wire"
 	"github.com/ferryhq/ferry/store"
 )
 
@@ -874,44 +872,12 @@ func unwrapPermanent(err error) error {
 }
 
 // IsTransient reports whether err, returned by an RPC made with ctx, is
-// worth retrying: ctx is not done, err is not marked [backoff.Permanent],
-// and its Connect code is UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED or
-// RESOURCE_EXHAUSTED, or UNKNOWN, INTERNAL or CANCELED caused by a broken
-// connection (connect-go reports a connection reset as CANCELED, and a
-// stream cut short as UNKNOWN or INTERNAL).
+// worth retrying: err is not marked [backoff.Permanent] and
+// [wire.Retryable] says so (ctx not done; UNAVAILABLE, DEADLINE_EXCEEDED,
+// ABORTED, RESOURCE_EXHAUSTED, or a broken connection).
 func IsTransient(ctx context.Context, err error) bool {
-	if err == nil || ctx.Err() != nil {
-		return false
-	}
 	if permanent := (*backoff.PermanentError)(nil); errors.As(err, &permanent) {
 		return false
 	}
-	switch connect.CodeOf(err) {
-	case connect.CodeUnavailable, connect.CodeDeadlineExceeded, connect.CodeAborted, connect.CodeResourceExhausted:
-		return true
-	case connect.CodeUnknown, connect.CodeInternal, connect.CodeCanceled:
-		return isBrokenConnection(err)
-	}
-	return false
-}
-
-// isBrokenConnection reports whether err comes from a connection or HTTP/2
-// stream that broke, rather than from a server's answer.
-func isBrokenConnection(err error) bool {
-	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
-		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNABORTED) ||
-		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, net.ErrClosed) {
-		return true
-	}
-	if netErr := net.Error(nil); errors.As(err, &netErr) {
-		return true
-	}
-	// net/http's bundled HTTP/2 does not export its error types.
-	msg := err.Error()
-	for _, s := range []string{"stream error: ", "http2: ", "connection reset", "broken pipe", "unexpected EOF"} {
-		if strings.Contains(msg, s) {
-			return true
-		}
-	}
-	return false
+	return wire.Retryable(ctx, err)
 }
