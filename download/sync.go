@@ -79,11 +79,11 @@ func Sync(ctx context.Context, d *Downloader, objects ferryv1connect.ObjectServi
 					fail(err)
 					return nil
 				}
-				atomic.AddInt64(&res.BytesSent, n)
+				atomic.AddInt64(&res.Bytes, n)
 			} else {
-				atomic.AddInt64(&res.BytesSent, obj.GetSize())
+				atomic.AddInt64(&res.Bytes, obj.GetSize())
 			}
-			atomic.AddInt64(&res.Uploaded, 1)
+			atomic.AddInt64(&res.Transferred, 1)
 			return nil
 		})
 	}

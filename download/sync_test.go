@@ -72,7 +72,7 @@ func TestSyncDownload(t *testing.T) {
 			t.Fatalf("%s: got %+v, want %+v", name, *got, want)
 		}
 	}
-	check("first", upload.SyncOptions{}, upload.SyncResult{Files: 2, Uploaded: 2, BytesSent: 11})
+	check("first", upload.SyncOptions{}, upload.SyncResult{Files: 2, Transferred: 2, Bytes: 11})
 	for name, data := range files {
 		got, err := os.ReadFile(filepath.Join(dst, filepath.FromSlash(name)))
 		if err != nil || string(got) != data {
@@ -83,7 +83,7 @@ func TestSyncDownload(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dst, "a.txt"), []byte("ALPHA"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	check("changed", upload.SyncOptions{Delete: true}, upload.SyncResult{Files: 2, Uploaded: 1, Skipped: 1, Deleted: 1, BytesSent: 5})
+	check("changed", upload.SyncOptions{Delete: true}, upload.SyncResult{Files: 2, Transferred: 1, Skipped: 1, Deleted: 1, Bytes: 5})
 	if _, err := os.Stat(filepath.Join(dst, "extra")); !os.IsNotExist(err) {
 		t.Fatalf("extra file not deleted: %v", err)
 	}

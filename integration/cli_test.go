@@ -481,13 +481,13 @@ func TestSyncGoSource(t *testing.T) {
 	srv, _, _ := startS3Server(t)
 	tree := filepath.Join(goEnv(t, "GOROOT"), "src")
 	first := ferrySync(t, "--server", srv.url, "--concurrency", "8", tree, "gosrc/")
-	if first.Files < 5000 || first.Failed != 0 || first.Uploaded == 0 || first.Uploaded+first.Skipped != first.Files {
+	if first.Files < 5000 || first.Failed != 0 || first.Transferred == 0 || first.Transferred+first.Skipped != first.Files {
 		t.Fatalf("first sync: %+v", first)
 	}
 	second := ferrySync(t, "--server", srv.url, "--concurrency", "8", tree, "gosrc/")
-	if second.Uploaded != 0 || second.BytesSent != 0 || second.Failed != 0 || second.Files != first.Files {
+	if second.Transferred != 0 || second.Bytes != 0 || second.Failed != 0 || second.Files != first.Files {
 		t.Fatalf("second sync transferred files: %+v", second)
 	}
 	t.Logf("ferry sync of %s to S3: %d files (%d uploaded), %d bytes in %.1f s; second run: %d bytes in %.1f s",
-		tree, first.Files, first.Uploaded, first.BytesSent, first.Seconds, second.BytesSent, second.Seconds)
+		tree, first.Files, first.Transferred, first.Bytes, first.Seconds, second.Bytes, second.Seconds)
 }

@@ -8,13 +8,16 @@ import (
 
 // syncSummary is the JSON summary ferry sync --json prints.
 type syncSummary struct {
-	Files     int64   `json:"files"`
-	Uploaded  int64   `json:"uploaded"`
-	Skipped   int64   `json:"skipped"`
-	Deleted   int64   `json:"deleted"`
-	Failed    int64   `json:"failed"`
-	BytesSent int64   `json:"bytes_sent"`
-	Seconds   float64 `json:"seconds"`
+	Files       int64   `json:"files"`
+	Transferred int64   `json:"transferred"`
+	Skipped     int64   `json:"skipped"`
+	Deleted     int64   `json:"deleted"`
+	Failed      int64   `json:"failed"`
+	Bytes       int64   `json:"bytes"`
+	Seconds     float64 `json:"seconds"`
+	// Deprecated names of Transferred and Bytes, still printed.
+	Uploaded  int64 `json:"uploaded"`
+	BytesSent int64 `json:"bytes_sent"`
 }
 
 // ferrySync runs ferry sync --json with args and decodes its summary.
@@ -26,6 +29,9 @@ func ferrySync(t *testing.T, args ...string) syncSummary {
 		t.Fatalf("ferry sync summary %q: %v", r.stdout, err)
 	}
 	t.Logf("ferry sync %v: %+v", args, s)
+	if s.Uploaded != s.Transferred || s.BytesSent != s.Bytes {
+		t.Errorf("ferry sync summary %q: the deprecated uploaded and bytes_sent differ from transferred and bytes", r.stdout)
+	}
 	return s
 }
 
@@ -40,21 +46,21 @@ func TestSyncTree(t *testing.T) {
 			srv := backend.start(t)
 			tree := filepath.Join(goEnv(t, "GOROOT"), "src", "net", "http")
 			first := ferrySync(t, "--server", srv.url, "--concurrency", "8", tree, "nethttp/")
-			if first.Files < 100 || first.Uploaded+first.Skipped != first.Files || first.Failed != 0 || first.BytesSent == 0 {
+			if first.Files < 100 || first.Transferred+first.Skipped != first.Files || first.Failed != 0 || first.Bytes == 0 {
 				t.Fatalf("first sync: %+v", first)
 			}
 			second := ferrySync(t, "--server", srv.url, "--concurrency", "8", tree, "nethttp/")
-			if second.Uploaded != 0 || second.BytesSent != 0 || second.Files != first.Files {
+			if second.Transferred != 0 || second.Bytes != 0 || second.Files != first.Files {
 				t.Fatalf("second sync transferred files: %+v", second)
 			}
 			dir := t.TempDir()
 			down := ferrySync(t, "--server", srv.url, "--concurrency", "8", "nethttp/", dir)
-			if down.Uploaded != first.Uploaded || down.BytesSent != first.BytesSent || down.Failed != 0 {
+			if down.Transferred != first.Transferred || down.Bytes != first.Bytes || down.Failed != 0 {
 				t.Fatalf("download sync: %+v, upload was %+v", down, first)
 			}
 			requireSameFile(t, filepath.Join(tree, "server.go"), filepath.Join(dir, "server.go"))
 			again := ferrySync(t, "--server", srv.url, "nethttp/", dir)
-			if again.Uploaded != 0 || again.BytesSent != 0 {
+			if again.Transferred != 0 || again.Bytes != 0 {
 				t.Fatalf("second download sync transferred files: %+v", again)
 			}
 		})

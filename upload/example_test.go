@@ -166,7 +166,7 @@ func ExampleSync() {
 		if err != nil {
 			log.Fatal(err)
 		}
-		fmt.Printf("files=%d uploaded=%d skipped=%d bytes=%d\n", res.Files, res.Uploaded, res.Skipped, res.BytesSent)
+		fmt.Printf("files=%d uploaded=%d skipped=%d bytes=%d\n", res.Files, res.Transferred, res.Skipped, res.Bytes)
 	}
 	// Output:
 	// files=3 uploaded=3 skipped=0 bytes=67

@@ -2,6 +2,7 @@ package upload
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -67,25 +68,41 @@ func (opts *SyncOptions) StartFile(key string, size int64) (update func(done, to
 	return fp.Update, fp.End
 }
 
-// SyncResult counts what [Sync] did.
+// SyncResult counts what [Sync] (upload) or download.Sync did, in terms
+// that fit either direction.
 type SyncResult struct {
-	// Files is the number of regular files found under the directory.
+	// Files is the number of regular files found under the directory
+	// (upload) or objects found under the prefix (download).
 	Files int64 `json:"files"`
-	// Uploaded is the number of files uploaded (or, in a dry run, that
-	// would be).
-	Uploaded int64 `json:"uploaded"`
-	// Skipped is the number of files whose object already had the same
-	// size and CRC32C, plus files whose key is invalid.
+	// Transferred is the number of files uploaded or objects downloaded
+	// (or, in a dry run, that would be).
+	Transferred int64 `json:"transferred"`
+	// Skipped is the number of files whose counterpart already had the
+	// same size and CRC32C, plus those whose key or path is invalid.
 	Skipped int64 `json:"skipped"`
-	// Deleted is the number of objects deleted (or that would be).
+	// Deleted is the number of objects or files deleted (or that would
+	// be).
 	Deleted int64 `json:"deleted"`
 	// Failed is the number of files or objects that could not be
-	// uploaded or deleted.
+	// transferred or deleted.
 	Failed int64 `json:"failed"`
-	// BytesSent is the size in bytes of the files uploaded.
-	BytesSent int64 `json:"bytes_sent"`
+	// Bytes is the size in bytes of what was transferred.
+	Bytes int64 `json:"bytes"`
 	// Seconds is the wall-clock duration of the sync in seconds.
 	Seconds float64 `json:"seconds"`
+}
+
+// MarshalJSON encodes r with its fields' names and, beside them, the
+// deprecated "uploaded" (= transferred) and "bytes_sent" (= bytes) that
+// `ferry sync --json` printed before version 13 of its output, so that
+// scripts reading them keep working; they are also set for a download.
+func (r SyncResult) MarshalJSON() ([]byte, error) {
+	type fields SyncResult // without this method
+	return json.Marshal(struct {
+		fields
+		Uploaded  int64 `json:"uploaded"`
+		BytesSent int64 `json:"bytes_sent"`
+	}{fields(r), r.Transferred, r.Bytes})
 }
 
 // Sync makes the objects under prefix match the regular files under dir:
@@ -172,8 +189,8 @@ func Sync(ctx context.Context, u *Uploader, objects ferryv1connect.ObjectService
 					return nil
 				}
 			}
-			atomic.AddInt64(&res.Uploaded, 1)
-			atomic.AddInt64(&res.BytesSent, f.size)
+			atomic.AddInt64(&res.Transferred, 1)
+			atomic.AddInt64(&res.Bytes, f.size)
 			return nil
 		})
 	}

@@ -2,6 +2,7 @@ package upload_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -74,12 +75,12 @@ func TestSync(t *testing.T) {
 			t.Fatalf("%s: got %+v, want %+v", name, *got, want)
 		}
 	}
-	check("dry run", upload.SyncOptions{DryRun: true}, upload.SyncResult{Files: 3, Uploaded: 3, BytesSent: 18})
-	check("first", upload.SyncOptions{}, upload.SyncResult{Files: 3, Uploaded: 3, BytesSent: 18})
+	check("dry run", upload.SyncOptions{DryRun: true}, upload.SyncResult{Files: 3, Transferred: 3, Bytes: 18})
+	check("first", upload.SyncOptions{}, upload.SyncResult{Files: 3, Transferred: 3, Bytes: 18})
 	check("second", upload.SyncOptions{}, upload.SyncResult{Files: 3, Skipped: 3})
 	// Same size, different bytes: only the CRC32C tells.
 	writeFile(t, filepath.Join(dir, "a.txt"), "ALPHA")
-	check("changed", upload.SyncOptions{}, upload.SyncResult{Files: 3, Uploaded: 1, Skipped: 2, BytesSent: 5})
+	check("changed", upload.SyncOptions{}, upload.SyncResult{Files: 3, Transferred: 1, Skipped: 2, Bytes: 5})
 	if err := os.Remove(filepath.Join(dir, "sub", "b.txt")); err != nil {
 		t.Fatal(err)
 	}
@@ -92,5 +93,29 @@ func TestSync(t *testing.T) {
 	}
 	if len(remote) != 2 || remote["p/a.txt"] == nil || remote["p/sub/deep/c.txt"] == nil {
 		t.Fatalf("remote objects after delete: %v", remote)
+	}
+}
+
+// TestSyncResultJSON: the summary carries the neutral names and, for the
+// scripts that read them, the deprecated uploaded and bytes_sent with the
+// same values.
+func TestSyncResultJSON(t *testing.T) {
+	b, err := json.Marshal(&upload.SyncResult{Files: 5, Transferred: 3, Skipped: 1, Deleted: 2, Failed: 1, Bytes: 42, Seconds: 1.5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]float64
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]float64{"files": 5, "transferred": 3, "skipped": 1, "deleted": 2, "failed": 1, "bytes": 42,
+		"seconds": 1.5, "uploaded": 3, "bytes_sent": 42}
+	if len(got) != len(want) {
+		t.Errorf("summary %s has fields %v, want %v", b, got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("summary %s: %s = %v, want %v", b, k, got[k], v)
+		}
 	}
 }

@@ -81,7 +81,7 @@ Examples:
 					fmt.Fprintln(stdio.out, string(b))
 				} else {
 					fmt.Fprintf(stdio.out, "files=%d transferred=%d skipped=%d deleted=%d failed=%d bytes=%d seconds=%.3f\n",
-						res.Files, res.Uploaded, res.Skipped, res.Deleted, res.Failed, res.BytesSent, res.Seconds)
+						res.Files, res.Transferred, res.Skipped, res.Deleted, res.Failed, res.Bytes, res.Seconds)
 				}
 			}
 			return err
@@ -92,7 +92,7 @@ Examples:
 	fs.IntVar(&flags.concurrency, "concurrency", 4, "files transferred at once")
 	fs.BoolVar(&opts.Delete, "delete", false, "delete what has no counterpart on the other side")
 	fs.BoolVar(&opts.DryRun, "dry-run", false, "print what would be done and do nothing")
-	fs.BoolVar(&jsonOut, "json", false, "print the summary as one JSON object (files, uploaded, skipped, deleted, failed, bytes_sent, seconds) and progress as JSON lines on standard error")
+	fs.BoolVar(&jsonOut, "json", false, "print the summary as one JSON object (files, transferred, skipped, deleted, failed, bytes, seconds; uploaded and bytes_sent, deprecated, repeat transferred and bytes) and progress as JSON lines on standard error")
 	fs.BoolVarP(&verbose, "verbose", "v", false, "print each file transferred or deleted")
 	fs.BoolVarP(&flags.quiet, "quiet", "q", false, "show no progress")
 	fs.BoolVar(&downloadMode, "download", false, "download PREFIX into LOCAL_DIR (the arguments are PREFIX LOCAL_DIR)")
