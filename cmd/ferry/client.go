@@ -36,12 +36,18 @@ type clientConfig struct {
 	// tls trusts the certificates of --ca-cert besides the system's; nil
 	// trusts the system's only.
 	tls *tls.Config
+	// limitRate is the most bytes per second the command's requests and
+	// responses carry together (--limit-rate); 0 for no limit.
+	limitRate int64
+	// transport is the one HTTP transport of the command's clients, so
+	// that they share connections and the rate limit.
+	transport http.RoundTripper
 }
 
 // clientFlags are the client commands' flags, as given.
 type clientFlags struct {
 	server, protocol, chunkSize string
-	token, caCert               string
+	token, caCert, limitRate    string
 	concurrency                 int
 	quiet                       bool
 }
@@ -68,6 +74,7 @@ func addClientFlags(cmd *cobra.Command, f *clientFlags, kind int) {
 	fs.StringVar(&f.protocol, "protocol", "", "RPC `protocol`: connect, grpc or grpcweb (env FERRY_PROTOCOL; default "+defaultProtocol+")")
 	fs.StringVar(&f.token, "token", "", "bearer `token` sent to the server (env FERRY_TOKEN; prefer the environment: flags show in ps)")
 	fs.StringVar(&f.caCert, "ca-cert", "", "PEM `file` of CA certificates to trust for an https:// server, besides the system's (env FERRY_CA_CERT)")
+	fs.StringVar(&f.limitRate, "limit-rate", "", "most bytes per `second` sent and received, all transfers of the command together, such as 50MiB (env FERRY_LIMIT_RATE; default no limit)")
 	switch kind {
 	case uploadCommand:
 		fs.IntVar(&f.concurrency, "concurrency", 4, "chunks in flight at once (parallel streams); each is held in memory (env FERRY_CONCURRENCY)")
@@ -92,6 +99,7 @@ func (f *clientFlags) resolve(cmd *cobra.Command, lookupEnv lookupEnvFunc) (clie
 		{"protocol", "FERRY_PROTOCOL", &cfg.protocol},
 		{"token", "FERRY_TOKEN", &cfg.token},
 		{"ca-cert", "FERRY_CA_CERT", &f.caCert},
+		{"limit-rate", "FERRY_LIMIT_RATE", &f.limitRate},
 	} {
 		if s, ok := lookupEnv(v.env); ok && s != "" && !flags.Changed(v.flag) {
 			*v.dst = s
@@ -136,6 +144,15 @@ func (f *clientFlags) resolve(cmd *cobra.Command, lookupEnv lookupEnvFunc) (clie
 			return cfg, err
 		}
 	}
+	if f.limitRate != "" {
+		if cfg.limitRate, err = parseSize("--limit-rate", f.limitRate); err != nil {
+			return cfg, err
+		}
+		if cfg.limitRate == 0 {
+			return cfg, usagef("--limit-rate must be more than 0 bytes per second (leave it out for no limit)")
+		}
+	}
+	cfg.transport = cfg.newTransport()
 	return cfg, nil
 }
 
@@ -156,11 +173,19 @@ func trustCAs(path string) (*tls.Config, error) {
 	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
 
-// httpClient returns the HTTP client for cfg's protocol. gRPC needs
-// HTTP/2, so for an http:// server it speaks HTTP/2 over cleartext (h2c);
-// Connect and gRPC-Web work over HTTP/1.1 (one connection per stream in
-// flight) and over HTTP/2 with TLS.
+// httpClient returns the HTTP client of cfg's transport.
 func (cfg clientConfig) httpClient() *http.Client {
+	if cfg.transport == nil {
+		return &http.Client{Transport: cfg.newTransport()}
+	}
+	return &http.Client{Transport: cfg.transport}
+}
+
+// newTransport returns the HTTP transport for cfg's protocol, limited to
+// cfg.limitRate. gRPC needs HTTP/2, so for an http:// server it speaks
+// HTTP/2 over cleartext (h2c); Connect and gRPC-Web work over HTTP/1.1
+// (one connection per stream in flight) and over HTTP/2 with TLS.
+func (cfg clientConfig) newTransport() http.RoundTripper {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	if cfg.tls != nil {
 		t.TLSClientConfig = cfg.tls.Clone()
@@ -175,7 +200,10 @@ func (cfg clientConfig) httpClient() *http.Client {
 		// each (about 20% less server CPU per GiB; docs/benchmarks.md).
 		t.HTTP2 = &http.HTTP2Config{MaxReadFrameSize: 1 << 20}
 	}
-	return &http.Client{Transport: t}
+	if cfg.limitRate > 0 {
+		return newRateLimited(t, cfg.limitRate)
+	}
+	return t
 }
 
 // clientOptions returns the Connect client options for cfg's protocol.

@@ -275,6 +275,8 @@ func TestErrors(t *testing.T) {
 		{"missing argument", []string{"upload", file}, exitUsage, "accepts 2 arg(s)"},
 		{"bad protocol", []string{"stat", "--protocol", "smtp", "k"}, exitUsage, `protocol "smtp"`},
 		{"bad chunk size", []string{"upload", "--chunk-size", "lots", file, "k"}, exitUsage, "--chunk-size"},
+		{"bad rate", []string{"upload", "--limit-rate", "fast", file, "k"}, exitUsage, "--limit-rate"},
+		{"zero rate", []string{"download", "--limit-rate", "0", "k", "-"}, exitUsage, "--limit-rate must be more than 0"},
 		{"bad server", []string{"stat", "--server", "ftp://x", "k"}, exitUsage, "http:// or https://"},
 		{"resume stdin", []string{"upload", "--resume", "id", "-", "k"}, exitUsage, "--resume needs a file"},
 		{"bad serve flag", []string{"serve", "--chunk-size", "1x"}, exitUsage, "--chunk-size"},
