@@ -190,7 +190,9 @@ func (cfg clientConfig) newTransport() http.RoundTripper {
 	if cfg.tls != nil {
 		t.TLSClientConfig = cfg.tls.Clone()
 	}
-	t.MaxIdleConnsPerHost = max(cfg.concurrency, 2)
+	// Room for the connections of every client of the command, which share
+	// this transport: a sync's files each upload 4 chunks at once.
+	t.MaxIdleConnsPerHost = max(4*cfg.concurrency, 16)
 	if cfg.protocol == "grpc" {
 		t.Protocols = new(http.Protocols)
 		t.Protocols.SetHTTP2(true)
