@@ -152,7 +152,7 @@ func (c *completion) checkChunk(ch *ferryv1.Chunk) (store.Part, error) {
 		return store.Part{}, wire.Errorf(wire.ErrInvalidArgument, "chunk %d has no crc32c; it is required", ch.GetIndex())
 	}
 	if store.CRC32C(ch.GetData()) != ch.GetCrc32C() {
-		return store.Part{}, wire.Errorf(store.ErrChecksumMismatch, "chunk %d: crc32c %08x does not match its %d bytes; nothing was stored, send it again", ch.GetIndex(), ch.GetCrc32C(), n)
+		return store.Part{}, chunkMismatch(ch.GetIndex(), ch.GetCrc32C(), n)
 	}
 	parts := c.chunks()
 	if parts == nil {

@@ -91,9 +91,9 @@ func (s *Service) oneShot(ctx context.Context, stream *connect.ClientStream[ferr
 	})
 	switch {
 	case errors.Is(err, store.ErrChecksumMismatch):
-		return nil, nil, wire.Errorf(store.ErrChecksumMismatch, "chunk 0: crc32c %08x does not match its %d bytes; nothing was stored, send it again", crc, size)
+		return nil, nil, chunkMismatch(0, crc, size)
 	case errors.Is(err, store.ErrPreconditionFailed) && spec.GetIfNoneMatch():
-		return nil, nil, wire.Errorf(wire.ErrAlreadyExists, "an object already exists under %q and the upload asked for if_none_match; the upload was aborted", spec.GetKey())
+		return nil, nil, alreadyExists(spec.GetKey(), "nothing was stored")
 	case err != nil:
 		return nil, nil, err
 	}

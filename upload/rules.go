@@ -156,3 +156,17 @@ func checkMetadata(md map[string]string) error {
 func printableASCII(s string) bool {
 	return strings.IndexFunc(s, func(r rune) bool { return r > unicode.MaxASCII || unicode.IsControl(r) }) < 0
 }
+
+// chunkMismatch is the error of a chunk whose bytes do not match the
+// CRC32C sent with it (n bytes, chunk index): the store kept nothing, and
+// the client should send the chunk again.
+func chunkMismatch(index int64, crc uint32, n int64) error {
+	return wire.Errorf(store.ErrChecksumMismatch, "chunk %d: crc32c %08x does not match its %d bytes; nothing was stored, send it again", index, crc, n)
+}
+
+// alreadyExists is the error of an if_none_match upload that met an object
+// under its key; then says what became of the upload ("the upload was
+// aborted", or, for a stream that had created none, "nothing was stored").
+func alreadyExists(key, then string) error {
+	return wire.Errorf(wire.ErrAlreadyExists, "an object already exists under %q and the upload asked for if_none_match; %s", key, then)
+}

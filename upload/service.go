@@ -282,7 +282,7 @@ func (s *Service) putChunk(ctx context.Context, m *manifest, c *ferryv1.Chunk) (
 	part, err := s.store.UploadPart(ctx, m.Key, m.StoreUploadID, int(c.GetIndex())+1, bytes.NewReader(c.GetData()), n, c.GetCrc32C())
 	switch {
 	case errors.Is(err, store.ErrChecksumMismatch):
-		return store.Part{}, wire.Errorf(store.ErrChecksumMismatch, "chunk %d: crc32c %08x does not match its %d bytes; nothing was stored, send it again", c.GetIndex(), c.GetCrc32C(), n)
+		return store.Part{}, chunkMismatch(c.GetIndex(), c.GetCrc32C(), n)
 	case errors.Is(err, store.ErrUploadNotFound):
 		return store.Part{}, uploadNotFound(m.UploadID)
 	}
@@ -469,7 +469,7 @@ func (s *Service) settle(ctx context.Context, m *manifest, parts []store.Part, s
 		if aerr := s.abort(context.WithoutCancel(ctx), m); aerr != nil {
 			s.log.WarnContext(ctx, "abort after if_none_match failure", "upload_id", m.UploadID, "err", aerr)
 		}
-		return store.ObjectInfo{}, 0, wire.Errorf(wire.ErrAlreadyExists, "an object already exists under %q and the upload asked for if_none_match; the upload was aborted", m.Key)
+		return store.ObjectInfo{}, 0, alreadyExists(m.Key, "the upload was aborted")
 	}
 	return store.ObjectInfo{}, 0, wire.Errorf(store.ErrConflict, "upload %s changed during its completion; retry", m.UploadID)
 }
