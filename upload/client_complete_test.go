@@ -115,3 +115,36 @@ func TestUploaderResumeCompleted(t *testing.T) {
 		t.Errorf("Resume of a completed upload with other data: %v, want ErrObjectMismatch", err)
 	}
 }
+
+// TestUploaderCompletionOutlastsRetries loses the answers of 10
+// CompleteUpload calls in a row, more than the 8 attempts any other call
+// gets: with the default MaxAttempts, completion is tried up to 16 times,
+// so the upload completes, with the object the first call made.
+func TestUploaderCompletionOutlastsRetries(t *testing.T) {
+	t.Parallel()
+	srv := newServer(t)
+	lt := &losingTransport{lose: map[string]int{"CompleteUpload": 10}, seen: map[string]int{}}
+	client := srv.clientThrough(t, "grpc", func(base http.RoundTripper) http.RoundTripper { lt.base = base; return lt })
+	u := upload.NewUploader(client, upload.UploaderOptions{ChunkSize: chunk, Retry: fastRetry})
+	data := randomBytes(31, 2*chunk+3)
+	obj, err := u.Upload(context.Background(), "patient", bytes.NewReader(data), int64(len(data)), upload.ObjectOptions{})
+	if err != nil {
+		t.Fatalf("Upload with 10 completion answers lost: %v", err)
+	}
+	checkObject(t, srv, obj, "patient", data)
+	if n := lt.calls("CompleteUpload"); n != 11 {
+		t.Errorf("%d CompleteUpload calls, want the 10 lost and the one answered", n)
+	}
+	// An explicit MaxAttempts is honoured.
+	lt = &losingTransport{lose: map[string]int{"CompleteUpload": 10}, seen: map[string]int{}}
+	client = srv.clientThrough(t, "grpc", func(base http.RoundTripper) http.RoundTripper { lt.base = base; return lt })
+	strict := fastRetry
+	strict.MaxAttempts = 3
+	u = upload.NewUploader(client, upload.UploaderOptions{ChunkSize: chunk, Retry: strict})
+	if _, err := u.Upload(context.Background(), "strict", bytes.NewReader(data), int64(len(data)), upload.ObjectOptions{}); err == nil {
+		t.Error("Upload with MaxAttempts 3 and 10 completion answers lost succeeded")
+	}
+	if n := lt.calls("CompleteUpload"); n != 3 {
+		t.Errorf("%d CompleteUpload calls with MaxAttempts 3, want 3", n)
+	}
+}
