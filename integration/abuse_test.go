@@ -619,8 +619,8 @@ func TestAbuseHeaderFlood(t *testing.T) {
 	t.Parallel()
 	// Room for every connection the clients here open (Go's HTTP/2 client
 	// opens several for many requests at once): at the limit, the server
-	// would close idle ones to make room (TestAbuseHoldingStreams), which
-	// these clients do not retry.
+	// closes idle ones to make room (TestAbuseHoldingStreams), and only
+	// requests marked idempotent (below) are retried on a new one.
 	srv, metrics := startAbuseServer(t, "--max-connections", "128")
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
